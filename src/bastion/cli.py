@@ -1,0 +1,324 @@
+"""``bastion`` — the operator's command line.
+
+Every command takes ``--home DIR`` (default ``$BASTION_HOME``, else ``./.bastion``) and
+``--json`` for machine-readable output.  Errors print a one-line message and exit 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from bastion import __version__
+from bastion.clock import SystemClock
+from bastion.config import CONFIG_NAME, DEFAULT_CONFIG, default_home, load_settings
+from bastion.crypto import keys as keyfmt
+from bastion.domain.principals import parse_scopes
+from bastion.errors import BastionError, ConfigError, LedgerCorrupt
+from bastion.ledger.chain import verify as verify_chain
+from bastion.ports import LedgerRow
+from bastion.services import Services, database_url
+from bastion.store.db import migrate
+from bastion.tls import create_self_signed
+
+app = typer.Typer(
+    help="Bastion: a security gateway for trading bots.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+accounts_app = typer.Typer(help="Accounts on the venue.", no_args_is_help=True)
+keys_app = typer.Typer(help="Bastion keys that bots sign with.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The tamper-evident ledger.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="keys")
+app.add_typer(ledger_app, name="ledger")
+
+Home = Annotated[
+    Path | None, typer.Option("--home", help="Bastion home (default $BASTION_HOME, else ./.bastion)")
+]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+T = TypeVar("T")
+
+
+def _home(home: Path | None) -> Path:
+    return (home or default_home()).expanduser()
+
+
+def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
+    typer.echo(json.dumps(data, sort_keys=True) if as_json else text)
+
+
+def _fail(message: str, as_json: bool, code: int = 2) -> None:
+    if as_json:
+        typer.echo(json.dumps({"error": message}), err=True)
+    else:
+        typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _with_services(home: Path, action: Callable[[Services], Awaitable[T]]) -> T:
+    settings = load_settings(home)
+
+    async def main() -> T:
+        services = Services.build(home, settings)
+        await services.start()
+        try:
+            return await action(services)
+        finally:
+            await services.close()
+
+    return asyncio.run(main())
+
+
+def _parse_duration(text: str) -> timedelta:
+    match = re.fullmatch(r"(\d{1,5})([dhm])", text.strip())
+    if match is None:
+        raise ConfigError("durations look like 90d, 12h or 30m")
+    amount, unit = int(match.group(1)), match.group(2)
+    return {"d": timedelta(days=amount), "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+
+
+def main() -> None:
+    try:
+        app()
+    except BastionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+@app.command()
+def version() -> None:
+    """Print Bastion's version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def init(home: Home = None, as_json: Json = False) -> None:
+    """Create the home: settings, a self-signed TLS certificate and the database."""
+    path = _home(home)
+    config = path / CONFIG_NAME
+    try:
+        if config.exists():
+            _emit(as_json, {"home": str(path), "created": False}, f"{path} is already initialised")
+            return
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+        config.write_text(DEFAULT_CONFIG, encoding="utf-8")
+        os.chmod(config, 0o600)
+        settings = load_settings(path)
+        cert = path / settings.server.tls_cert
+        key = path / settings.server.tls_key
+        if not cert.exists():
+            create_self_signed(cert, key, SystemClock().now())
+        migrate(database_url(path, settings))
+    except (BastionError, OSError) as exc:
+        _fail(str(exc), as_json)
+    _emit(
+        as_json,
+        {"home": str(path), "created": True, "tls_cert": str(cert)},
+        f"initialised {path}\n  settings:    {config}\n  certificate: {cert}\n"
+        f"next: bastion accounts create NAME --home {path}",
+    )
+
+
+@app.command()
+def serve(
+    home: Home = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    insecure_http: Annotated[
+        bool, typer.Option("--insecure-http", help="Plain HTTP, loopback only (benchmarks)")
+    ] = False,
+) -> None:
+    """Serve the gateway (HTTPS) with the paper venue."""
+    from bastion import logs, server
+
+    path = _home(home)
+    try:
+        settings = load_settings(path)
+        migrate(database_url(path, settings))
+        logs.configure(settings.log.level, path / settings.log.file if settings.log.file else None)
+        services = Services.build(path, settings)
+        cert, key = server.tls_paths(path, settings)
+        bind_host = host or settings.server.host
+        bind_port = port or settings.server.port
+        scheme = "http" if insecure_http else "https"
+        typer.echo(
+            f"Bastion {__version__} serving {scheme}://{bind_host}:{bind_port} (paper venue)\n"
+            f"  TLS certificate to trust: {cert}\n"
+            f"  logs: {path / settings.log.file}\n"
+            f"  connect: bastion.client.BastionClient('{scheme}://{bind_host}:{bind_port}', key_id, "
+            f"private_key_path, ca_cert='{cert}')",
+            err=True,
+        )
+        server.run(
+            server.build_app(services),
+            host=bind_host,
+            port=bind_port,
+            cert=cert,
+            key=key,
+            insecure_http=insecure_http,
+        )
+    except BastionError as exc:
+        _fail(str(exc), False)
+
+
+@accounts_app.command("create")
+def accounts_create(name: str, home: Home = None, as_json: Json = False) -> None:
+    """Create an account on the paper venue, funded with demo balances."""
+    try:
+        _with_services(_home(home), lambda s: s.create_account(name))
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    _emit(
+        as_json, {"account": name, "created": True}, f"account {name} created and funded on the paper venue"
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    account: Annotated[str, typer.Option(help="Account the key acts for")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: read,trade,cancel")] = "read",
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="Ed25519 public key (PEM or OpenSSH) you generated")
+    ] = None,
+    generate: Annotated[
+        bool, typer.Option("--generate", help="Generate a key pair into a 0600 file")
+    ] = False,
+    expires_in: Annotated[str, typer.Option(help="Lifetime, e.g. 90d, 12h")] = "90d",
+    label: Annotated[str, typer.Option(help="A note for operators")] = "",
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Issue a Bastion key.  Bastion stores only the public key."""
+    path = _home(home)
+    if (public_key is None) == (not generate):
+        _fail("give exactly one of --public-key FILE or --generate", as_json)
+    try:
+        scope_set = parse_scopes(scopes)
+    except ValueError as exc:
+        _fail(str(exc), as_json)
+    try:
+        lifetime = _parse_duration(expires_in)
+        private = None
+        if public_key is not None:
+            pub = keyfmt.load_ed25519_public(public_key.read_bytes())
+        else:
+            private = keyfmt.generate_ed25519()
+            pub = private.public_key()
+        record = _with_services(
+            path,
+            lambda s: s.create_key(
+                account=account, scopes=scope_set, public_key=pub, lifetime=lifetime, label=label
+            ),
+        )
+        private_path = None
+        if private is not None:
+            private_path = (path / "keys" / f"{record.key_id}.pem").resolve()
+            keyfmt.write_secret_file(private_path, keyfmt.private_key_pem(private))
+    except (BastionError, ValueError, OSError) as exc:
+        _fail(str(exc), as_json)
+    data: dict[str, Any] = {
+        "key_id": record.key_id,
+        "account": record.account,
+        "scopes": sorted(s.value for s in record.scopes),
+        "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+    }
+    text = f"key {record.key_id} for account {record.account} ({', '.join(data['scopes'])})"
+    if private_path is not None:
+        data["private_key_path"] = str(private_path)
+        text += f"\nprivate key written to {private_path} (mode 0600); it is not shown again"
+    _emit(as_json, data, text)
+
+
+@keys_app.command("list")
+def keys_list(
+    account: Annotated[str | None, typer.Option(help="Only this account's keys")] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """List keys (never any secret)."""
+    try:
+        records = _with_services(_home(home), lambda s: s.keys.list(account))
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    now = SystemClock().now()
+    rows: list[dict[str, Any]] = []
+    for r in records:
+        state = (
+            "revoked" if r.revoked_at else ("expired" if r.expires_at and r.expires_at <= now else "active")
+        )
+        rows.append(
+            {
+                "key_id": r.key_id,
+                "account": r.account,
+                "alg": r.alg,
+                "scopes": sorted(s.value for s in r.scopes),
+                "state": state,
+                "created_at": r.created_at.isoformat(),
+                "expires_at": r.expires_at.isoformat() if r.expires_at else None,
+                "label": r.label,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps({"keys": rows}, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("key id", no_wrap=True)
+    for title in ("account", "scopes", "state", "expires"):
+        table.add_column(title)
+    for row in rows:
+        expires = (row["expires_at"] or "")[:10]
+        table.add_row(row["key_id"], row["account"], ",".join(row["scopes"]), row["state"], expires)
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, home: Home = None, as_json: Json = False) -> None:
+    """Revoke a key at once; the next request signed with it is refused."""
+    try:
+        revoked = _with_services(_home(home), lambda s: s.revoke_key(key_id))
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    if not revoked:
+        _fail(f"no active key {key_id}", as_json)
+    _emit(as_json, {"key_id": key_id, "revoked": True}, f"key {key_id} revoked")
+
+
+@ledger_app.command("verify")
+def ledger_verify(home: Home = None, as_json: Json = False) -> None:
+    """Check the ledger from its first entry; exit 1 naming the first bad entry."""
+
+    async def run(services: Services) -> tuple[int, bytes]:
+        rows: list[LedgerRow] = [row async for row in services.ledger_store.rows()]
+        return verify_chain(rows)
+
+    try:
+        count, head = _with_services(_home(home), run)
+    except LedgerCorrupt as exc:
+        _emit(
+            as_json,
+            {"ok": False, "first_bad_index": exc.index, "why": exc.why},
+            f"ledger verification FAILED at entry {exc.index}: {exc.why}",
+        )
+        raise typer.Exit(1) from None
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    _emit(
+        as_json,
+        {"ok": True, "entries": count, "head": head.hex()},
+        f"ledger OK: {count} entries, head {head.hex()}",
+    )

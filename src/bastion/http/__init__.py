@@ -1,0 +1,1 @@
+"""The HTTP edge: routes → structs → pipeline → response.  No policy logic lives here."""

@@ -1,0 +1,248 @@
+"""The Starlette application.
+
+Only the routes in :data:`bastion.schema.ROUTES` exist, plus ``/healthz`` and
+``/openapi.json``; anything else is a structured 404 or 405, recorded in the ledger like any
+other refusal.  Bodies are read up to the cap and no further.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import msgspec
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bastion.domain.instruments import Instrument
+from bastion.domain.orders import Balance, Ticker
+from bastion.domain.verdict import Allow, Deny, Verdict
+from bastion.errors import HTTP_STATUS, MESSAGES, ErrorCode
+from bastion.openapi import build_openapi
+from bastion.pipeline.chain import Pipeline
+from bastion.pipeline.context import RequestContext
+from bastion.ports import Clock, Ledger, OrderRecord
+from bastion.schema import (
+    ROUTES,
+    ErrorBody,
+    ErrorDetail,
+    HealthView,
+    OrdersView,
+    RouteSpec,
+    account_view,
+    markets_view,
+    order_view,
+    ticker_view,
+)
+
+log = structlog.get_logger("bastion.http")
+_encode = msgspec.json.Encoder().encode
+
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+
+class SecurityHeaders:
+    """Adds the security headers to every HTTP response, errors included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"server"]
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(10)
+
+
+def json_response(payload: object, status: int, request_id: str) -> Response:
+    return Response(
+        _encode(payload),
+        status_code=status,
+        media_type="application/json",
+        headers={"x-request-id": request_id},
+    )
+
+
+def error_response(code: ErrorCode, request_id: str, reason: str | None = None) -> Response:
+    body = ErrorBody(ErrorDetail(code.value, MESSAGES[code], request_id, reason))
+    return json_response(body, HTTP_STATUS[code], request_id)
+
+
+def _present(route: RouteSpec, result: object) -> object:
+    if isinstance(result, OrderRecord):
+        return order_view(result)
+    if route.name == "list_orders" and isinstance(result, list):
+        return OrdersView([order_view(r) for r in result if isinstance(r, OrderRecord)])
+    if route.name == "get_account" and isinstance(result, tuple):
+        account, balances = result
+        return account_view(account, [b for b in balances if isinstance(b, Balance)])
+    if route.name == "list_markets" and isinstance(result, list | tuple):
+        return markets_view([i for i in result if isinstance(i, Instrument)])
+    if isinstance(result, Ticker):
+        return ticker_view(result)
+    raise TypeError(f"no presenter for {route.name} result {type(result).__name__}")
+
+
+async def read_body(request: Request, cap: int) -> tuple[bytes, bool]:
+    """The body, or (b"", True) as soon as it is known to exceed ``cap`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            return b"", True
+        if int(declared) > cap:
+            return b"", True
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            return b"", True
+        chunks.append(chunk)
+    return b"".join(chunks), False
+
+
+def _headers(request: Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in request.scope["headers"]:
+        out.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    return out
+
+
+def create_app(
+    *,
+    pipeline: Pipeline,
+    ledger: Ledger,
+    clock: Clock,
+    venue_name: str,
+    max_body_bytes: int,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+) -> ASGIApp:
+    if max_body_bytes < 1024:
+        raise ValueError("max_body_bytes must be at least 1024")
+    openapi_bytes = _encode(build_openapi())
+
+    def endpoint(route: RouteSpec) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            started = time.perf_counter()
+            request_id = new_request_id()
+            body, too_large = await read_body(request, max_body_bytes)
+            client = request.scope.get("client") or ("", 0)
+            headers = _headers(request)
+            ctx = RequestContext(
+                request_id=request_id,
+                route=route,
+                method=request.method,
+                scheme=request.scope.get("scheme", "https"),
+                authority=(headers.get("host") or [""])[0],
+                path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
+                query=request.scope.get("query_string", b"").decode("latin-1"),
+                headers=headers,
+                body=body,
+                body_too_large=too_large,
+                client_ip=str(client[0]),
+                path_params={k: str(v) for k, v in request.path_params.items()},
+                received_at=clock.now(),
+            )
+            verdict: Verdict | None = None
+            try:
+                verdict = await pipeline.run(ctx)
+                response = _respond(ctx, verdict)
+            except Exception:
+                log.exception("request_failed", request_id=request_id, route=route.name)
+                response = error_response(ErrorCode.INTERNAL_ERROR, request_id)
+            log.info(
+                "request",
+                request_id=request_id,
+                route=route.name,
+                status=response.status_code,
+                code=verdict.code.value if isinstance(verdict, Deny) else None,
+                stage=verdict.stage if isinstance(verdict, Deny) else None,
+                key_id=ctx.principal.key_id if ctx.principal else None,
+                client_ip=ctx.client_ip,
+                ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+            return response
+
+        return handle
+
+    def _respond(ctx: RequestContext, verdict: Verdict) -> Response:
+        if isinstance(verdict, Allow):
+            return json_response(_present(ctx.route, ctx.result), ctx.status, ctx.request_id)
+        if isinstance(verdict, Deny):
+            return error_response(verdict.code, ctx.request_id, verdict.public_reason)
+        return error_response(ErrorCode.FORBIDDEN, ctx.request_id)
+
+    async def healthz(request: Request) -> Response:
+        return json_response(HealthView("ok", venue_name), 200, new_request_id())
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_bytes, media_type="application/json")
+
+    async def edge_refusal(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+            status, ErrorCode.BAD_REQUEST
+        )
+        request_id = new_request_id()
+        client = request.scope.get("client") or ("", 0)
+        try:
+            await ledger.append(
+                "request",
+                {
+                    "request_id": request_id,
+                    "route": None,
+                    "method": request.method,
+                    "path": request.url.path[:512],
+                    "client_ip": str(client[0]),
+                    "verdict": "deny",
+                    "stage": "edge",
+                    "code": code.value,
+                    "reason": f"undeclared route or method (HTTP {status})",
+                },
+            )
+        except Exception:
+            log.exception("ledger_failed", request_id=request_id)
+            return error_response(ErrorCode.INTERNAL_ERROR, request_id)
+        return error_response(code, request_id)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        request_id = new_request_id()
+        log.error("unhandled_error", request_id=request_id, error=type(exc).__name__)
+        return error_response(ErrorCode.INTERNAL_ERROR, request_id)
+
+    routes = [Route(r.path, endpoint(r), methods=[r.method], name=r.name) for r in ROUTES]
+    routes += [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    handlers: dict[Any, Any] = {HTTPException: edge_refusal, Exception: server_error}
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    return SecurityHeaders(app)

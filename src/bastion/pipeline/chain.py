@@ -1,0 +1,128 @@
+"""The pipeline's order, declared once, and the runner with its log phase.
+
+Stages run cheapest first so floods of bad requests are dropped before expensive work:
+
+    firewall → authn → replay → authz → forward
+
+(ARCHITECTURE §2 names the full chain; shield, rate limiting, risk and fraud join it in
+their own issues, in the places that order gives them.)  Every verdict, allowed or denied,
+is appended to the ledger before the caller gets an answer.  A stage that raises denies
+with ``INTERNAL_ERROR``: the gateway fails closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+import structlog
+
+from bastion.domain.verdict import ALLOW, Allow, Deny, Hold, Verdict
+from bastion.errors import ErrorCode
+from bastion.pipeline.authn import Authenticate
+from bastion.pipeline.authz import Authorize
+from bastion.pipeline.context import RequestContext
+from bastion.pipeline.firewall import Firewall
+from bastion.pipeline.forward import Forward
+from bastion.pipeline.replay import ReplayGuard
+from bastion.ports import Clock, KeyStore, Ledger, NonceStore, OrderStore, Venue
+
+STAGE_ORDER = ("firewall", "authn", "replay", "authz", "forward")
+
+log = structlog.get_logger("bastion.pipeline")
+
+
+class Stage(Protocol):
+    name: ClassVar[str]
+
+    async def __call__(self, ctx: RequestContext) -> Verdict: ...
+
+
+def build_stages(
+    *,
+    keys: KeyStore,
+    nonces: NonceStore,
+    orders: OrderStore,
+    venue: Venue,
+    ledger: Ledger,
+    clock: Clock,
+    replay_window_seconds: int,
+    venue_timeout_seconds: float,
+) -> tuple[Stage, ...]:
+    """The production chain, in :data:`STAGE_ORDER`."""
+    stages: tuple[Stage, ...] = (
+        Firewall(),
+        Authenticate(keys, clock),
+        ReplayGuard(nonces, clock, replay_window_seconds),
+        Authorize(orders),
+        Forward(orders, venue, ledger, clock, venue_timeout_seconds),
+    )
+    assert tuple(s.name for s in stages) == STAGE_ORDER  # noqa: S101 - guards the declaration above
+    return stages
+
+
+def request_digest(ctx: RequestContext) -> str:
+    """SHA-256 over method, target and body: identifies the request in the ledger."""
+    digest = hashlib.sha256()
+    for part in (ctx.method.encode(), ctx.path.encode(), ctx.query.encode()):
+        digest.update(len(part).to_bytes(4, "big"))
+        digest.update(part)
+    digest.update(ctx.body)
+    return digest.hexdigest()
+
+
+class Pipeline:
+    def __init__(self, stages: Sequence[Stage], ledger: Ledger) -> None:
+        if not stages:
+            raise ValueError("a pipeline needs at least its forward stage")
+        self.stages = tuple(stages)
+        self._ledger = ledger
+
+    async def run(self, ctx: RequestContext) -> Verdict:
+        verdict: Verdict = ALLOW
+        current = self.stages[0].name
+        try:
+            for stage in self.stages:
+                current = stage.name
+                verdict = await stage(ctx)
+                if not isinstance(verdict, Allow):
+                    break
+        except Exception as exc:  # fail closed; the detail goes to the log and the ledger
+            log.exception("stage_failed", stage=current, request_id=ctx.request_id)
+            verdict = Deny(current, ErrorCode.INTERNAL_ERROR, f"stage raised {type(exc).__name__}")
+        await self._ledger.append("request", self._entry(ctx, verdict))
+        return verdict
+
+    @staticmethod
+    def _entry(ctx: RequestContext, verdict: Verdict) -> dict[str, object]:
+        principal = ctx.principal
+        signature = ctx.signature
+        entry: dict[str, object] = {
+            "request_id": ctx.request_id,
+            "route": ctx.route.name,
+            "method": ctx.method,
+            "path": ctx.path,
+            "client_ip": ctx.client_ip,
+            "request_digest": request_digest(ctx),
+            "key_id": principal.key_id if principal else None,
+            "account": principal.account if principal else None,
+        }
+        if principal is None and signature is not None:
+            entry["claimed_key_id"] = signature.keyid[:64]
+        if signature is not None:
+            entry["signature"] = {
+                "created": signature.created,
+                "nonce": signature.nonce,
+                "components": list(signature.components),
+            }
+        if isinstance(verdict, Allow):
+            entry["verdict"] = "allow"
+            entry["status"] = ctx.status
+        elif isinstance(verdict, Deny):
+            entry.update(verdict="deny", stage=verdict.stage, code=verdict.code.value, reason=verdict.reason)
+        elif isinstance(verdict, Hold):
+            entry.update(verdict="hold", stage=verdict.stage, reason=verdict.reason)
+        if ctx.outcome:
+            entry["outcome"] = dict(ctx.outcome)
+        return entry

@@ -1,0 +1,40 @@
+"""What a request carries through the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bastion.crypto.httpsig import ParsedSignature, RequestView
+from bastion.domain.principals import Principal
+from bastion.ports import OrderRecord
+from bastion.schema import RouteSpec
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    route: RouteSpec
+    method: str
+    scheme: str
+    authority: str
+    path: str
+    query: str
+    headers: dict[str, list[str]]
+    body: bytes
+    client_ip: str
+    path_params: dict[str, str]
+    received_at: datetime
+    body_too_large: bool = False
+    # Set by stages as the request moves on.
+    payload: object | None = None
+    query_params: object | None = None
+    signature: ParsedSignature | None = None
+    principal: Principal | None = None
+    order: OrderRecord | None = None
+    status: int = 200
+    result: object | None = None
+    outcome: dict[str, object] = field(default_factory=dict)
+
+    def view(self) -> RequestView:
+        return RequestView(self.method, self.scheme, self.authority, self.path, self.query, self.headers)

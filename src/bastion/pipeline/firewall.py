@@ -1,0 +1,117 @@
+"""Firewall stage: the positive security model.
+
+Only declared routes reach the pipeline (the HTTP edge answers 404/405 for the rest).  Here
+every body must be JSON of the route's strict struct (unknown fields refused), every path
+parameter and query must match its pattern, and bodies have a size cap and a content type.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from bastion.domain.money import parse_decimal
+from bastion.domain.orders import OrderRequest, OrderType, TimeInForce
+from bastion.domain.verdict import ALLOW, Deny, Verdict
+from bastion.errors import ErrorCode
+from bastion.pipeline.context import RequestContext
+from bastion.schema import PlaceOrder
+
+_MAX_QUERY_FIELDS = 16
+
+
+def _deny(code: ErrorCode, reason: str) -> Deny:
+    return Deny("firewall", code, reason)
+
+
+def _is_json(content_types: list[str]) -> bool:
+    if len(content_types) != 1:
+        return False
+    media, _, params = content_types[0].partition(";")
+    if media.strip().lower() != "application/json":
+        return False
+    params = params.strip().lower().replace(" ", "")
+    return params in ("", "charset=utf-8")
+
+
+def to_order_request(body: PlaceOrder) -> OrderRequest | str:
+    """The domain order for a decoded body, or the reason it is malformed."""
+    if body.type is OrderType.LIMIT and body.price is None:
+        return "limit order without price"
+    if body.type is OrderType.MARKET and body.price is not None:
+        return "market order with price"
+    tif = body.time_in_force
+    if tif is None:
+        tif = TimeInForce.IOC if body.type is OrderType.MARKET else TimeInForce.GTC
+    if body.type is OrderType.MARKET and tif is TimeInForce.GTC:
+        return "market order with time_in_force gtc"
+    return OrderRequest(
+        client_order_id=body.client_order_id,
+        symbol=body.symbol,
+        side=body.side,
+        type=body.type,
+        quantity=parse_decimal(body.quantity),
+        price=None if body.price is None else parse_decimal(body.price),
+        time_in_force=tif,
+    )
+
+
+class Firewall:
+    name: ClassVar[str] = "firewall"
+
+    def __init__(self) -> None:
+        self._patterns: dict[str, re.Pattern[str]] = {}
+
+    def _pattern(self, text: str) -> re.Pattern[str]:
+        compiled = self._patterns.get(text)
+        if compiled is None:
+            compiled = self._patterns[text] = re.compile(text)
+        return compiled
+
+    async def __call__(self, ctx: RequestContext) -> Verdict:
+        route = ctx.route
+        if ctx.body_too_large:
+            return _deny(ErrorCode.PAYLOAD_TOO_LARGE, "body over the size cap")
+        for name, pattern in route.path_params.items():
+            if self._pattern(pattern).fullmatch(ctx.path_params.get(name, "")) is None:
+                return _deny(ErrorCode.NOT_FOUND, f"path parameter {name} malformed")
+        if route.query is None:
+            if ctx.query:
+                return _deny(ErrorCode.BAD_REQUEST, "query string on a route that takes none")
+        else:
+            try:
+                pairs = parse_qsl(
+                    ctx.query,
+                    keep_blank_values=True,
+                    strict_parsing=bool(ctx.query),
+                    max_num_fields=_MAX_QUERY_FIELDS,
+                )
+            except ValueError:
+                return _deny(ErrorCode.BAD_REQUEST, "malformed query string")
+            fields = dict(pairs)
+            if len(fields) != len(pairs):
+                return _deny(ErrorCode.BAD_REQUEST, "query parameter repeated")
+            try:
+                ctx.query_params = msgspec.convert(fields, type=route.query, strict=False)
+            except msgspec.ValidationError as exc:
+                return _deny(ErrorCode.BAD_REQUEST, f"query: {exc}")
+        if route.body is None:
+            if ctx.body:
+                return _deny(ErrorCode.BAD_REQUEST, "body on a route that takes none")
+            return ALLOW
+        if not _is_json(ctx.headers.get("content-type", [])):
+            return _deny(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "content type is not application/json")
+        try:
+            body = msgspec.json.decode(ctx.body, type=route.body)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return _deny(ErrorCode.BAD_REQUEST, f"body: {exc}")
+        ctx.payload = body
+        if isinstance(body, PlaceOrder):
+            order = to_order_request(body)
+            if isinstance(order, str):
+                return _deny(ErrorCode.BAD_REQUEST, order)
+            ctx.payload = order
+        return ALLOW

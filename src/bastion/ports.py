@@ -1,0 +1,138 @@
+"""The protocols pipeline stages and services depend on.
+
+Stages never touch SQL, sockets or ASGI: they call these ports.  Every port ships with an
+in-memory implementation (``state/memory.py``, ``venues/paper``, ``store/memory.py``) so a
+stage can be tested alone, and a SQL or network implementation for real use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from bastion.domain.instruments import Instrument
+from bastion.domain.orders import Balance, OrderRequest, Ticker, VenueOrder
+from bastion.domain.principals import Scope
+
+
+class Clock(Protocol):
+    """Where time comes from.  Logic never reads the system clock itself."""
+
+    def now(self) -> datetime: ...
+
+
+class NonceStore(Protocol):
+    async def claim(self, scope: str, nonce: str, *, now: float, expires_at: float) -> bool:
+        """Record ``nonce`` under ``scope`` until ``expires_at`` (epoch seconds).
+        True the first time, False when it is already recorded and not yet expired at ``now``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    key_id: str
+    account: str
+    alg: str
+    public_key: bytes
+    scopes: frozenset[Scope]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    label: str = ""
+
+
+class KeyStore(Protocol):
+    async def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+
+class OrderState(StrEnum):
+    """The gateway's own view of an order's placement, apart from the venue's status."""
+
+    PENDING = "pending"  # recorded, not yet confirmed by the venue
+    PLACED = "placed"  # the venue accepted it; ``snapshot`` holds its last known state
+    REJECTED = "rejected"  # the venue refused it; ``reject_reason`` says why
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    id: str
+    account: str
+    key_id: str
+    request: OrderRequest
+    fingerprint: str
+    state: OrderState
+    created_at: datetime
+    updated_at: datetime
+    venue_order_id: str | None = None
+    reject_reason: str | None = None
+    snapshot: VenueOrder | None = None
+
+    @property
+    def status(self) -> str:
+        """The status a caller sees: the venue's, or ``pending`` / ``rejected`` before it."""
+        if self.snapshot is not None:
+            return self.snapshot.status.value
+        return "rejected" if self.state is OrderState.REJECTED else "pending"
+
+
+class OrderStore(Protocol):
+    async def get(self, order_id: str) -> OrderRecord | None: ...
+
+    async def find(self, account: str, client_order_id: str) -> OrderRecord | None: ...
+
+    async def insert(self, record: OrderRecord) -> bool:
+        """Insert a new record; False (and nothing written) if the client order id exists."""
+        ...
+
+    async def save(self, record: OrderRecord) -> None: ...
+
+    async def list(
+        self, account: str, *, symbol: str | None, statuses: Sequence[str] | None, limit: int
+    ) -> Sequence[OrderRecord]:
+        """Newest first; ``statuses`` filters on :attr:`OrderRecord.status`."""
+        ...
+
+
+class Ledger(Protocol):
+    async def append(self, kind: str, data: Mapping[str, object]) -> int:
+        """Append an entry and return its index once it is durable."""
+        ...
+
+
+class Venue(Protocol):
+    """A trading venue seen through Bastion's domain types.  Adapters convert wire formats
+    at this boundary and raise ``VenueRejected`` or ``VenueError``."""
+
+    name: str
+
+    async def instruments(self) -> Sequence[Instrument]: ...
+
+    async def ticker(self, symbol: str) -> Ticker | None: ...
+
+    async def place(self, account: str, request: OrderRequest) -> VenueOrder: ...
+
+    async def cancel(self, account: str, venue_order_id: str) -> VenueOrder: ...
+
+    async def order(self, account: str, venue_order_id: str) -> VenueOrder | None: ...
+
+    async def open_orders(self, account: str, symbol: str | None) -> Sequence[VenueOrder]: ...
+
+    async def balances(self, account: str) -> Sequence[Balance]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    index: int
+    body: bytes
+    hash: bytes
+
+
+@dataclass(slots=True)
+class PendingEntry:
+    kind: str
+    data: Mapping[str, object]
+    time_us: int
+    index: int = field(default=-1)

@@ -1,0 +1,253 @@
+"""The public API contract: request and response structs and the route table.
+
+The same structs decode requests (strictly: unknown fields are refused), encode responses
+(only the fields declared here ever leave Bastion) and generate ``/openapi.json``.  No web
+framework is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from bastion.domain.instruments import Instrument
+from bastion.domain.money import format_decimal
+from bastion.domain.orders import Balance, OrderType, Side, Ticker, TimeInForce
+from bastion.domain.principals import Scope
+from bastion.ports import OrderRecord
+
+SYMBOL_PATTERN = r"^[A-Z0-9]{1,12}(-[A-Z0-9]{1,12})?$"
+CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,36}$"
+ORDER_ID_PATTERN = r"^ord_[0-9A-Za-z]{24}$"
+DECIMAL_PATTERN = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$"
+
+Symbol = Annotated[str, Meta(pattern=SYMBOL_PATTERN, description="Instrument symbol, e.g. BTC-USD")]
+ClientOrderId = Annotated[
+    str, Meta(pattern=CLIENT_ORDER_ID_PATTERN, description="Unique per account; makes retries idempotent")
+]
+DecimalString = Annotated[
+    str, Meta(pattern=DECIMAL_PATTERN, max_length=40, description="Non-negative decimal as a string")
+]
+
+
+class PlaceOrder(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    client_order_id: ClientOrderId
+    symbol: Symbol
+    side: Side
+    type: OrderType
+    quantity: DecimalString
+    price: DecimalString | None = None
+    time_in_force: TimeInForce | None = None
+
+
+class ListOrdersQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    status: Literal["open", "closed", "all"] = "all"
+    symbol: Symbol | None = None
+    limit: Annotated[int, Meta(ge=1, le=500)] = 100
+
+
+class FillView(msgspec.Struct, frozen=True):
+    price: str
+    quantity: str
+    time: datetime
+
+
+class OrderView(msgspec.Struct, frozen=True):
+    id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce
+    quantity: str
+    price: str | None
+    status: Literal["pending", "new", "partially_filled", "filled", "canceled", "rejected", "expired"]
+    filled_quantity: str
+    average_price: str | None
+    reject_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    fills: list[FillView]
+
+
+class OrdersView(msgspec.Struct, frozen=True):
+    orders: list[OrderView]
+
+
+class BalanceView(msgspec.Struct, frozen=True):
+    asset: str
+    free: str
+    locked: str
+
+
+class AccountView(msgspec.Struct, frozen=True):
+    account: str
+    balances: list[BalanceView]
+
+
+class InstrumentView(msgspec.Struct, frozen=True):
+    symbol: str
+    base: str
+    quote: str
+    asset_class: str
+    tick_size: str
+    lot_size: str
+    min_notional: str
+
+
+class MarketsView(msgspec.Struct, frozen=True):
+    markets: list[InstrumentView]
+
+
+class TickerView(msgspec.Struct, frozen=True):
+    symbol: str
+    bid: str
+    ask: str
+    last: str
+    time: datetime
+
+
+class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=True):
+    code: str
+    message: str
+    request_id: str
+    reason: str | None = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: ErrorDetail
+
+
+class HealthView(msgspec.Struct, frozen=True):
+    status: str
+    venue: str
+
+
+# -- routes -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    name: str
+    method: str
+    path: str
+    scope: Scope
+    summary: str
+    response: type[msgspec.Struct]
+    success: int = 200
+    body: type[msgspec.Struct] | None = None
+    query: type[msgspec.Struct] | None = None
+    path_params: dict[str, str] = field(default_factory=dict)
+    errors: tuple[int, ...] = (400, 401, 403)
+
+
+_ID = {"id": ORDER_ID_PATTERN}
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec(
+        "place_order",
+        "POST",
+        "/v1/orders",
+        Scope.TRADE,
+        "Place an order (idempotent on client_order_id)",
+        OrderView,
+        success=201,
+        body=PlaceOrder,
+        errors=(400, 401, 403, 409, 413, 415, 422, 503),
+    ),
+    RouteSpec(
+        "list_orders",
+        "GET",
+        "/v1/orders",
+        Scope.READ,
+        "List this account's orders",
+        OrdersView,
+        query=ListOrdersQuery,
+    ),
+    RouteSpec(
+        "get_order",
+        "GET",
+        "/v1/orders/{id}",
+        Scope.READ,
+        "Get one order",
+        OrderView,
+        path_params=_ID,
+        errors=(400, 401, 403, 404),
+    ),
+    RouteSpec(
+        "cancel_order",
+        "DELETE",
+        "/v1/orders/{id}",
+        Scope.CANCEL,
+        "Cancel an open order",
+        OrderView,
+        path_params=_ID,
+        errors=(400, 401, 403, 404, 422, 503),
+    ),
+    RouteSpec("get_account", "GET", "/v1/account", Scope.READ, "Balances of this account", AccountView),
+    RouteSpec("list_markets", "GET", "/v1/markets", Scope.READ, "Instruments and their rules", MarketsView),
+    RouteSpec(
+        "get_ticker",
+        "GET",
+        "/v1/markets/{symbol}/ticker",
+        Scope.READ,
+        "Best bid, ask and last price",
+        TickerView,
+        path_params={"symbol": SYMBOL_PATTERN},
+        errors=(400, 401, 403, 404),
+    ),
+)
+
+
+# -- views ------------------------------------------------------------------------------------
+_d = format_decimal
+
+
+def order_view(record: OrderRecord) -> OrderView:
+    req = record.request
+    snap = record.snapshot
+    status = snap.status.value if snap is not None else record.status
+    return OrderView(
+        id=record.id,
+        client_order_id=req.client_order_id,
+        symbol=req.symbol,
+        side=req.side,
+        type=req.type,
+        time_in_force=req.time_in_force,
+        quantity=_d(req.quantity),
+        price=None if req.price is None else _d(req.price),
+        status=status,  # type: ignore[arg-type]
+        filled_quantity=_d(snap.filled_quantity) if snap else "0",
+        average_price=_d(snap.average_price) if snap and snap.average_price is not None else None,
+        reject_reason=record.reject_reason,
+        created_at=record.created_at,
+        updated_at=snap.updated_at if snap else record.updated_at,
+        fills=[FillView(_d(f.price), _d(f.quantity), f.time) for f in snap.fills] if snap else [],
+    )
+
+
+def account_view(account: str, balances: Sequence[Balance]) -> AccountView:
+    return AccountView(account, [BalanceView(b.asset, _d(b.free), _d(b.locked)) for b in balances])
+
+
+def markets_view(instruments: Sequence[Instrument]) -> MarketsView:
+    return MarketsView(
+        [
+            InstrumentView(
+                i.symbol,
+                i.base,
+                i.quote,
+                i.asset_class.value,
+                _d(i.tick_size),
+                _d(i.lot_size),
+                _d(i.min_notional),
+            )
+            for i in instruments
+        ]
+    )
+
+
+def ticker_view(ticker: Ticker) -> TickerView:
+    return TickerView(ticker.symbol, _d(ticker.bid), _d(ticker.ask), _d(ticker.last), ticker.time)

@@ -1,0 +1,80 @@
+"""Running the gateway: the app wired from services, served by uvicorn over TLS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from bastion.config import Settings, is_loopback
+from bastion.errors import ConfigError
+from bastion.http.app import create_app
+from bastion.pipeline.chain import Pipeline, Stage
+from bastion.services import Services
+from bastion.tls import server_context
+
+
+def build_app(services: Services, stages: tuple[Stage, ...] | None = None) -> ASGIApp:
+    """The ASGI app.  ``stages`` defaults to the production chain; only benchmarks pass
+    another (a bare pass-through to compare against), and no setting reaches this."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.close()
+
+    pipeline = Pipeline(stages if stages is not None else services.stages(), services.ledger)
+    return create_app(
+        pipeline=pipeline,
+        ledger=services.ledger,
+        clock=services.clock,
+        venue_name=services.venue.name,
+        max_body_bytes=services.settings.server.max_body_bytes,
+        lifespan=lifespan,
+    )
+
+
+def tls_paths(home: Path, settings: Settings) -> tuple[Path, Path]:
+    return home / settings.server.tls_cert, home / settings.server.tls_key
+
+
+def run(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    cert: Path | None,
+    key: Path | None,
+    insecure_http: bool = False,
+) -> None:
+    """Serve until stopped.  HTTPS unless ``insecure_http``, which only loopback accepts."""
+    if insecure_http and not is_loopback(host):
+        raise ConfigError("plain HTTP is only allowed on a loopback address")
+    if not insecure_http and (cert is None or key is None):
+        raise ConfigError("a TLS certificate and key are required")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=5,
+        ssl_certfile=None if insecure_http else str(cert),
+        ssl_keyfile=None if insecure_http else str(key),
+    )
+    config.load()
+    if not insecure_http and cert is not None and key is not None:
+        config.ssl = server_context(cert, key)  # replace uvicorn's defaults with Mozilla intermediate
+    uvicorn.Server(config).run()

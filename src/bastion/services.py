@@ -1,0 +1,157 @@
+"""Builds Bastion's parts from settings: one place that wires ports to implementations."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bastion.clock import SystemClock
+from bastion.config import Settings
+from bastion.crypto import keys as keyfmt
+from bastion.crypto.httpsig import ED25519
+from bastion.domain.principals import Scope
+from bastion.errors import ConfigError
+from bastion.ledger.writer import LedgerWriter
+from bastion.pipeline.chain import Pipeline, Stage, build_stages
+from bastion.ports import Clock, KeyRecord
+from bastion.state.memory import MemoryNonceStore
+from bastion.store.db import create_engine, sqlite_url
+from bastion.store.repos import SqlAccounts, SqlKeyStore, SqlLedgerStore, SqlOrderStore, SqlPaperStore
+from bastion.venues.paper.engine import PaperEngine
+from bastion.venues.paper.venue import DEFAULT_EPOCH_US, DEFAULT_FUNDING, PaperVenue, build_markets
+
+ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+DEFAULT_KEY_LIFETIME = timedelta(days=90)
+
+
+def database_url(home: Path, settings: Settings) -> str:
+    return settings.database.url or sqlite_url((home / "bastion.db").resolve())
+
+
+@dataclass
+class Services:
+    home: Path
+    settings: Settings
+    clock: Clock
+    accounts: SqlAccounts
+    keys: SqlKeyStore
+    orders: SqlOrderStore
+    ledger_store: SqlLedgerStore
+    ledger: LedgerWriter
+    venue: PaperVenue
+    nonces: MemoryNonceStore
+    engine: AsyncEngine
+
+    @classmethod
+    def build(cls, home: Path, settings: Settings, clock: Clock | None = None) -> Services:
+        clock = clock or SystemClock()
+        engine = create_engine(database_url(home, settings))
+        ledger_store = SqlLedgerStore(engine)
+        paper = PaperEngine(
+            build_markets(),
+            bar_seconds=settings.paper.bar_seconds,
+            epoch_us=DEFAULT_EPOCH_US,
+            funding=DEFAULT_FUNDING,
+        )
+        return cls(
+            home=home,
+            settings=settings,
+            clock=clock,
+            accounts=SqlAccounts(engine),
+            keys=SqlKeyStore(engine),
+            orders=SqlOrderStore(engine),
+            ledger_store=ledger_store,
+            ledger=LedgerWriter(ledger_store, clock),
+            venue=PaperVenue(paper, SqlPaperStore(engine), clock),
+            nonces=MemoryNonceStore(),
+            engine=engine,
+        )
+
+    async def start(self) -> None:
+        await self.ledger.start()
+        await self.venue.start()
+
+    async def close(self) -> None:
+        await self.ledger.close()
+        await self.engine.dispose()
+
+    def stages(self) -> tuple[Stage, ...]:
+        return build_stages(
+            keys=self.keys,
+            nonces=self.nonces,
+            orders=self.orders,
+            venue=self.venue,
+            ledger=self.ledger,
+            clock=self.clock,
+            replay_window_seconds=self.settings.auth.replay_window_seconds,
+            venue_timeout_seconds=self.settings.paper.venue_timeout_seconds,
+        )
+
+    def pipeline(self) -> Pipeline:
+        return Pipeline(self.stages(), self.ledger)
+
+    # -- operator actions (CLI) -----------------------------------------------------------
+    async def create_account(self, name: str) -> None:
+        if ACCOUNT_NAME.fullmatch(name) is None:
+            raise ConfigError(
+                "account names are 1-63 of a-z, 0-9, '_' and '-', starting with a letter or digit"
+            )
+        if not await self.accounts.create(name, self.clock.now()):
+            raise ConfigError(f"account {name!r} already exists")
+        await self.venue.create_account(name)
+        await self.ledger.append("account.created", {"account": name, "venue": self.venue.name})
+
+    async def create_key(
+        self,
+        *,
+        account: str,
+        scopes: frozenset[Scope],
+        public_key: Ed25519PublicKey,
+        lifetime: timedelta = DEFAULT_KEY_LIFETIME,
+        label: str = "",
+    ) -> KeyRecord:
+        if not await self.accounts.exists(account):
+            raise ConfigError(f"no account {account!r}: create it with 'bastion accounts create'")
+        if lifetime <= timedelta(0):
+            raise ConfigError("a key's lifetime must be positive")
+        now = self.clock.now()
+        record = KeyRecord(
+            key_id=keyfmt.new_key_id(),
+            account=account,
+            alg=ED25519,
+            public_key=keyfmt.raw_public_key(public_key),
+            scopes=scopes,
+            created_at=now,
+            expires_at=now + lifetime,
+            revoked_at=None,
+            label=label,
+        )
+        await self.keys.create(record)
+        await self.ledger.append(
+            "key.created",
+            {
+                "key_id": record.key_id,
+                "account": account,
+                "alg": record.alg,
+                "scopes": sorted(s.value for s in scopes),
+                "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+                "public_key_sha256": _fingerprint(record.public_key),
+            },
+        )
+        return record
+
+    async def revoke_key(self, key_id: str) -> bool:
+        revoked = await self.keys.revoke(key_id, self.clock.now())
+        if revoked:
+            await self.ledger.append("key.revoked", {"key_id": key_id})
+        return revoked
+
+
+def _fingerprint(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()

@@ -1,0 +1,1 @@
+"""SQLAlchemy tables and repositories.  Portable SQL only: SQLite by default, PostgreSQL later."""

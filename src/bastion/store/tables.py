@@ -1,0 +1,90 @@
+"""The schema.  Times are epoch microseconds (exact and portable); decimals are strings."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(40), primary_key=True),
+    Column("account", String(64), ForeignKey("accounts.name"), nullable=False),
+    Column("alg", String(16), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("scopes", String(64), nullable=False),
+    Column("label", String(128), nullable=False, server_default=""),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=True),
+    Column("revoked_us", BigInteger, nullable=True),
+    Index("ix_api_keys_account", "account"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account", String(64), ForeignKey("accounts.name"), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("client_order_id", String(64), nullable=False),
+    Column("symbol", String(24), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("venue_order_id", String(64), nullable=True),
+    Column("reject_reason", String(64), nullable=True),
+    Column("snapshot", Text, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    UniqueConstraint("account", "client_order_id", name="uq_orders_account_client_order_id"),
+    Index("ix_orders_account_created", "account", "created_us"),
+    Index("ix_orders_account_symbol", "account", "symbol"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+
+paper_balances = Table(
+    "paper_balances",
+    metadata,
+    Column("account", String(64), primary_key=True),
+    Column("asset", String(16), primary_key=True),
+    Column("free", String(48), nullable=False),
+    Column("locked", String(48), nullable=False),
+)
+
+paper_orders = Table(
+    "paper_orders",
+    metadata,
+    Column("venue_order_id", String(32), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("client_order_id", String(64), nullable=False),
+    Column("data", Text, nullable=False),
+    UniqueConstraint("account", "client_order_id", name="uq_paper_orders_account_client_order_id"),
+    Index("ix_paper_orders_account", "account"),
+)

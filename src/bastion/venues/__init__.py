@@ -1,0 +1,1 @@
+"""Venue adapters: one package per venue; wire formats become domain types at this boundary."""

@@ -1,0 +1,1 @@
+"""The built-in paper venue: fills orders against replayed historical prices, in process."""
