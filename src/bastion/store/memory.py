@@ -1,0 +1,99 @@
+"""In-memory implementations of the store ports, for tests and single-process tools."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+from bastion.errors import LedgerError
+from bastion.ledger.chain import GENESIS, make_entry
+from bastion.ports import KeyRecord, LedgerRow, OrderRecord, PendingEntry
+
+
+class MemoryKeyStore:
+    def __init__(self, records: Sequence[KeyRecord] = ()) -> None:
+        self.records = {r.key_id: r for r in records}
+        self.lookups = 0
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        self.lookups += 1
+        return self.records.get(key_id)
+
+
+class MemoryOrderStore:
+    def __init__(self) -> None:
+        self.records: dict[str, OrderRecord] = {}
+
+    async def get(self, order_id: str) -> OrderRecord | None:
+        record = self.records.get(order_id)
+        return copy.deepcopy(record)
+
+    async def find(self, account: str, client_order_id: str) -> OrderRecord | None:
+        for record in self.records.values():
+            if record.account == account and record.request.client_order_id == client_order_id:
+                return copy.deepcopy(record)
+        return None
+
+    async def insert(self, record: OrderRecord) -> bool:
+        if await self.find(record.account, record.request.client_order_id) is not None:
+            return False
+        self.records[record.id] = copy.deepcopy(record)
+        return True
+
+    async def save(self, record: OrderRecord) -> None:
+        self.records[record.id] = copy.deepcopy(record)
+
+    async def list(
+        self, account: str, *, symbol: str | None, statuses: Sequence[str] | None, limit: int
+    ) -> Sequence[OrderRecord]:
+        found = [
+            copy.deepcopy(r)
+            for r in self.records.values()
+            if r.account == account
+            and (symbol is None or r.request.symbol == symbol)
+            and (statuses is None or r.status in statuses)
+        ]
+        found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        return found[:limit]
+
+
+class MemoryLedger:
+    """A ledger that chains entries in memory; ``fail`` makes appends raise (fail-closed tests)."""
+
+    def __init__(self) -> None:
+        self.rows: list[LedgerRow] = []
+        self.entries: list[tuple[str, dict[str, object]]] = []
+        self.fail = False
+
+    async def append(self, kind: str, data: Mapping[str, object]) -> int:
+        if self.fail:
+            raise LedgerError("ledger unavailable (test)")
+        prev = self.rows[-1].hash if self.rows else GENESIS
+        row = make_entry(len(self.rows), prev, kind, 0, data)
+        self.rows.append(row)
+        self.entries.append((kind, dict(data)))
+        return row.index
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.entries]
+
+
+class MemoryLedgerStore:
+    """The ledger writer's store port, in memory."""
+
+    def __init__(self) -> None:
+        self.rows: list[LedgerRow] = []
+        self.batches: list[int] = []
+        self.fail_next = False
+
+    async def append_batch(self, entries: Sequence[PendingEntry]) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise LedgerError("disk full (test)")
+        prev = self.rows[-1].hash if self.rows else GENESIS
+        for entry in entries:
+            row = make_entry(len(self.rows), prev, entry.kind, entry.time_us, entry.data)
+            self.rows.append(row)
+            entry.index = row.index
+            prev = row.hash
+        self.batches.append(len(entries))

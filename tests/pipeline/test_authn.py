@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+
+from bastion.clock import FakeClock
+from bastion.domain.principals import Scope
+from bastion.domain.verdict import Allow, Deny
+from bastion.errors import ErrorCode
+from bastion.pipeline.authn import Authenticate, missing_components
+from bastion.store.memory import MemoryKeyStore
+from tests.support import Req, make_key, order_body, signed
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+async def verdict_for(ctx: object, store: MemoryKeyStore, clock: FakeClock) -> Allow | Deny:
+    result = await Authenticate(store, clock)(ctx)  # type: ignore[arg-type]
+    assert isinstance(result, Allow | Deny)
+    return result
+
+
+async def test_a_signed_request_authenticates(clock: FakeClock) -> None:
+    key = make_key(clock, scopes=frozenset({Scope.TRADE}))
+    ctx = signed(Req("place_order", order_body()), key, clock)
+    assert isinstance(await verdict_for(ctx, MemoryKeyStore([key.record]), clock), Allow)
+    assert ctx.principal is not None
+    assert (ctx.principal.key_id, ctx.principal.account) == (key.key_id, "alice")
+
+
+def _deny_reason(verdict: Allow | Deny) -> str:
+    assert isinstance(verdict, Deny)
+    assert (verdict.stage, verdict.code, verdict.public_reason) == (
+        "authn",
+        ErrorCode.AUTHENTICATION_FAILED,
+        None,
+    )
+    return verdict.reason
+
+
+async def test_unknown_revoked_and_expired_keys(clock: FakeClock) -> None:
+    known = make_key(clock)
+    revoked = make_key(clock, revoked_at=clock.now() - timedelta(seconds=1))
+    expired = make_key(clock, expires_at=clock.now() - timedelta(seconds=1))
+    store = MemoryKeyStore([known.record, revoked.record, expired.record])
+    stranger = make_key(clock)
+    reasons = [
+        _deny_reason(await verdict_for(signed(Req("get_account"), k, clock), store, clock))
+        for k in (stranger, revoked, expired)
+    ]
+    assert reasons == ["unknown key", "revoked key", "expired key"]
+
+
+async def test_malformed_key_id_is_refused_before_any_lookup(clock: FakeClock) -> None:
+    key = make_key(clock)
+    store = MemoryKeyStore([key.record])
+    ctx = signed(Req("get_account"), key, clock)
+    ctx.headers["signature-input"] = [
+        ctx.headers["signature-input"][0].replace(key.key_id, "bst_" + "A" * 30)
+    ]
+    assert "checksum" in _deny_reason(await verdict_for(ctx, store, clock))
+    assert store.lookups == 0
+
+
+async def test_signature_by_another_key_fails(clock: FakeClock) -> None:
+    key, other = make_key(clock), make_key(clock)
+    ctx = signed(Req("get_account"), key, clock)
+    store = MemoryKeyStore([dataclasses.replace(key.record, public_key=other.record.public_key)])
+    assert _deny_reason(await verdict_for(ctx, store, clock)) == "signature does not verify"
+
+
+async def test_body_changed_after_signing(clock: FakeClock) -> None:
+    key = make_key(clock)
+    ctx = signed(Req("place_order", order_body(quantity="1")), key, clock)
+    ctx.body = ctx.body.replace(b'"1"', b'"9"')
+    assert "does not match the body" in _deny_reason(
+        await verdict_for(ctx, MemoryKeyStore([key.record]), clock)
+    )
+
+
+async def test_path_changed_after_signing(clock: FakeClock) -> None:
+    key = make_key(clock)
+    ctx = signed(Req("get_order", path_params={"id": "ord_" + "a" * 24}), key, clock)
+    ctx.path = "/v1/orders/ord_" + "b" * 24
+    assert (
+        _deny_reason(await verdict_for(ctx, MemoryKeyStore([key.record]), clock))
+        == "signature does not verify"
+    )
+
+
+async def test_missing_headers(clock: FakeClock) -> None:
+    key = make_key(clock)
+    ctx = signed(Req("get_account"), key, clock)
+    del ctx.headers["signature"]
+    assert "missing signature" in _deny_reason(await verdict_for(ctx, MemoryKeyStore([key.record]), clock))
+
+
+async def test_alg_must_match_the_key(clock: FakeClock) -> None:
+    key = make_key(clock)
+    ctx = signed(Req("get_account"), key, clock)
+    ctx.headers["signature-input"] = [ctx.headers["signature-input"][0].replace('"ed25519"', '"hmac-sha256"')]
+    assert "does not match" in _deny_reason(await verdict_for(ctx, MemoryKeyStore([key.record]), clock))
+
+
+def test_required_components() -> None:
+    assert missing_components(("@method", "@target-uri"), has_body=False) is None
+    assert missing_components(("@method", "@path", "@query"), has_body=False) is None
+    assert missing_components(("@method", "@path"), has_body=False) == "@target-uri"
+    assert missing_components(("@target-uri",), has_body=False) == "@method"
+    assert missing_components(("@method", "@target-uri"), has_body=True) == "content-digest"
