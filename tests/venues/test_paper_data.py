@@ -44,3 +44,16 @@ def test_the_real_historical_series_load(name: str, count: int) -> None:
     bars = load_series(name)
     assert len(bars) == count
     assert all(b.low <= b.close <= b.high for b in bars)
+
+
+def test_every_default_market_can_fill_its_smallest_order_on_every_bar() -> None:
+    """Over the whole replay, twice the minimum notional fits inside the depth at the touch."""
+    from bastion.venues.paper.venue import build_markets
+
+    for market in build_markets().values():
+        rules = market.instrument
+        for b in market.bars:
+            quantity = ((2 * rules.min_notional / b.low) / rules.lot_size).to_integral_value(
+                rounding="ROUND_CEILING"
+            ) * rules.lot_size
+            assert quantity <= market.depth, (rules.symbol, b)

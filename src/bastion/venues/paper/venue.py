@@ -33,7 +33,7 @@ class MarketSpec:
 
 # One crypto pair, one forex pair, one stock, each on its real historical series.
 DEFAULT_MARKETS = (
-    MarketSpec("BTC-USD", "BTC", "USD", AssetClass.CRYPTO, "BTCUSD", "0.01", "0.0001", "10", "2", "0.0005"),
+    MarketSpec("BTC-USD", "BTC", "USD", AssetClass.CRYPTO, "BTCUSD", "0.01", "0.0001", "1", "2", "0.0005"),
     MarketSpec(
         "EUR-USD", "EUR", "USD", AssetClass.FOREX, "EURUSD", "0.00001", "1", "10", "250000", "0.00005"
     ),

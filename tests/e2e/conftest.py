@@ -1,0 +1,205 @@
+"""A real Bastion: initialised and served by its own CLI, over TLS on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bastion.crypto.httpsig import sign_request
+from bastion.crypto.keys import load_ed25519_private
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "bastion", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"bastion {' '.join(args)} failed: {result.stdout}{result.stderr}")
+    return result
+
+
+def cli_json(home: Path, *args: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(cli(home, *args, "--json").stdout)
+    return data
+
+
+@dataclass
+class Key:
+    key_id: str
+    private_key_path: Path
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: Any
+    raw: bytes
+
+
+@dataclass
+class Gateway:
+    home: Path
+    port: int
+    cert: Path
+    keys: dict[str, Key]
+    process: subprocess.Popen[bytes]
+    responses: list[bytes] = field(default_factory=list)
+    sent_signatures: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def authority(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cert))
+
+    def raw(
+        self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> Response:
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context(), timeout=30)
+        try:
+            conn.request(method, target, body=body or None, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        self.responses.append(data)
+        for name, value in response.getheaders():
+            self.responses.append(f"{name}: {value}".encode())
+        parsed = json.loads(data) if data.startswith((b"{", b"[")) else None
+        return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, parsed, data)
+
+    def signed_headers(
+        self,
+        who: str,
+        method: str,
+        path: str,
+        query: str = "",
+        body: bytes = b"",
+        *,
+        created: int | None = None,
+        nonce: str | None = None,
+    ) -> dict[str, str]:
+        key = self.keys[who]
+        headers = sign_request(
+            private_key=load_ed25519_private(key.private_key_path.read_bytes()),
+            key_id=key.key_id,
+            method=method,
+            url_scheme="https",
+            authority=self.authority,
+            path=path,
+            query=query,
+            body=body,
+            created=created if created is not None else int(time.time()),
+            nonce=nonce,
+        )
+        self.sent_signatures.append(headers["signature"])
+        if body:
+            headers["content-type"] = "application/json"
+        return headers
+
+    def call(self, who: str, method: str, path: str, body: Any = None, query: str = "") -> Response:
+        raw = json.dumps(body).encode() if body is not None else b""
+        headers = self.signed_headers(who, method, path, query, raw)
+        return self.raw(method, path + ("?" + query if query else ""), raw, headers)
+
+    def ledger_entries(self) -> list[dict[str, Any]]:
+        import sqlite3
+
+        with sqlite3.connect(self.home / "bastion.db") as db:
+            rows = db.execute("SELECT body FROM ledger_entries ORDER BY idx").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def entry_for(self, request_id: str) -> dict[str, Any]:
+        for entry in reversed(self.ledger_entries()):
+            if entry["kind"] == "request" and entry["data"].get("request_id") == request_id:
+                data: dict[str, Any] = entry["data"]
+                return data
+        raise AssertionError(f"no ledger entry for {request_id}")
+
+
+def _configure(home: Path, port: int) -> None:
+    config = home / "bastion.toml"
+    text = config.read_text()
+    text = text.replace("port = 8443", f"port = {port}").replace("bar_seconds = 60", "bar_seconds = 1")
+    config.write_text(text)
+
+
+def _wait_ready(gateway: Gateway, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if gateway.process.poll() is not None:
+            raise AssertionError(f"bastion serve exited with {gateway.process.returncode}")
+        try:
+            if gateway.raw("GET", "/healthz").status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("bastion serve did not become ready")
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    home = tmp_path_factory.mktemp("bastion-home")
+    cli(home, "init")
+    port = free_port()
+    _configure(home, port)
+    cli(home, "accounts", "create", "alice")
+    cli(home, "accounts", "create", "bob")
+    keys = {}
+    for name, account, scopes in (
+        ("alice", "alice", "read,trade,cancel"),
+        ("alice_read", "alice", "read"),
+        ("alice_trade", "alice", "read,trade"),
+        ("bob", "bob", "read,trade,cancel"),
+        ("revoked", "alice", "read,trade,cancel"),
+    ):
+        data = cli_json(home, "keys", "create", "--account", account, "--scopes", scopes, "--generate")
+        keys[name] = Key(data["key_id"], Path(data["private_key_path"]))
+    log = (home / "serve.out").open("wb")
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "serve", "--home", str(home)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    gateway = Gateway(home, port, home / "tls" / "cert.pem", keys, process)
+    try:
+        _wait_ready(gateway, time.monotonic() + 30)
+        yield gateway
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

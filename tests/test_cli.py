@@ -1,0 +1,113 @@
+"""The CLI in process: init, accounts, keys, and their errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from typer.testing import CliRunner
+
+from bastion.cli import app
+from bastion.crypto.keys import generate_ed25519
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    code, out = run("init", "--home", str(path))
+    assert code == 0, out
+    return path
+
+
+def test_init_makes_a_private_home_and_is_idempotent(home: Path) -> None:
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(home / "bastion.toml").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(home / "tls" / "key.pem").st_mode) == 0o600
+    assert (home / "bastion.db").exists()
+    code, out = run("init", "--home", str(home), "--json")
+    assert code == 0
+    assert json.loads(out) == {"home": str(home), "created": False}
+
+
+def test_account_and_key_lifecycle(home: Path, tmp_path: Path) -> None:
+    assert run("accounts", "create", "alice", "--home", str(home))[0] == 0
+    code, out = run("accounts", "create", "alice", "--home", str(home))
+    assert code == 2
+    assert "already exists" in out
+    public = (
+        generate_ed25519()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    (tmp_path / "bot.pub").write_bytes(public)
+    code, out = run(
+        "keys",
+        "create",
+        "--account",
+        "alice",
+        "--scopes",
+        "read,trade",
+        "--public-key",
+        str(tmp_path / "bot.pub"),
+        "--home",
+        str(home),
+        "--json",
+    )
+    assert code == 0, out
+    created = json.loads(out)
+    assert created["scopes"] == ["read", "trade"]
+    assert "private_key_path" not in created
+    code, out = run("keys", "list", "--home", str(home), "--json")
+    listed = json.loads(out)["keys"]
+    assert [(k["key_id"], k["state"]) for k in listed] == [(created["key_id"], "active")]
+    assert run("keys", "revoke", created["key_id"], "--home", str(home))[0] == 0
+    assert json.loads(run("keys", "list", "--home", str(home), "--json")[1])["keys"][0]["state"] == "revoked"
+    assert run("keys", "revoke", created["key_id"], "--home", str(home))[0] == 2
+
+
+def test_generated_keys_are_written_0600_once(home: Path) -> None:
+    run("accounts", "create", "bob", "--home", str(home))
+    code, out = run("keys", "create", "--account", "bob", "--generate", "--home", str(home), "--json")
+    assert code == 0
+    path = Path(json.loads(out)["private_key_path"])
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert b"PRIVATE KEY" in path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--account", "nobody", "--generate"], "no account"),
+        (["--account", "alice", "--generate", "--scopes", "withdraw"], "unknown scope"),
+        (["--account", "alice"], "exactly one"),
+        (["--account", "alice", "--generate", "--expires-in", "forever"], "durations"),
+    ],
+)
+def test_key_creation_errors_are_clear(home: Path, args: list[str], message: str) -> None:
+    run("accounts", "create", "alice", "--home", str(home))
+    code, out = run("keys", "create", *args, "--home", str(home))
+    assert code == 2
+    assert message in out
+    assert "Traceback" not in out
+
+
+def test_bad_account_names_are_refused(home: Path) -> None:
+    for name in ("Alice", "a b", "-x", "x" * 64, "../etc"):
+        assert run("accounts", "create", name, "--home", str(home))[0] == 2
+
+
+def test_commands_on_an_uninitialised_home_explain(tmp_path: Path) -> None:
+    code, out = run("keys", "list", "--home", str(tmp_path / "none"))
+    assert code == 2
+    assert "bastion init" in out
