@@ -7,11 +7,11 @@ stage can be tested alone, and a SQL or network implementation for real use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from bastion.domain.instruments import Instrument
 from bastion.domain.orders import Balance, OrderRequest, Ticker, VenueOrder
@@ -83,11 +83,18 @@ class OrderStore(Protocol):
 
     async def find(self, account: str, client_order_id: str) -> OrderRecord | None: ...
 
-    async def insert(self, record: OrderRecord) -> bool:
-        """Insert a new record; False (and nothing written) if the client order id exists."""
+    async def insert(self, record: OrderRecord, entry: tuple[str, Mapping[str, object]]) -> bool:
+        """Insert a new record together with its ledger entry, atomically; False (and nothing
+        written) if the account already has this client order id."""
         ...
 
-    async def save(self, record: OrderRecord) -> None: ...
+    async def save(self, record: OrderRecord, entry: tuple[str, Mapping[str, object]]) -> None:
+        """Store the record's new state together with its ledger entry, atomically."""
+        ...
+
+    def save_later(self, record: OrderRecord, entry: tuple[str, Mapping[str, object]]) -> Awaitable[int]:
+        """Like :meth:`save`, queued: the returned awaitable completes once it is durable."""
+        ...
 
     async def list(
         self, account: str, *, symbol: str | None, statuses: Sequence[str] | None, limit: int
@@ -97,8 +104,19 @@ class OrderStore(Protocol):
 
 
 class Ledger(Protocol):
-    async def append(self, kind: str, data: Mapping[str, object]) -> int:
-        """Append an entry and return its index once it is durable."""
+    async def append(
+        self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None, isolate: bool = False
+    ) -> int:
+        """Append an entry and return its index once it is durable.  ``write``, if given, runs
+        in the same transaction.  With ``isolate``, a ``write`` that raises is rolled back with
+        its entry alone, and ``append`` raises its exception."""
+        ...
+
+    def enqueue(
+        self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None
+    ) -> Awaitable[int]:
+        """Queue an entry without waiting; the caller must await the result before it
+        acknowledges anything that depends on it.  Entries queued back to back share a commit."""
         ...
 
 
@@ -130,9 +148,18 @@ class LedgerRow:
     hash: bytes
 
 
+RowWrite = Callable[[Any], None]
+"""A write done in the same transaction as a ledger entry.  It receives the store's
+connection (a SQLAlchemy ``Connection`` for SQL stores; ignored by in-memory ones)."""
+
+
 @dataclass(slots=True)
 class PendingEntry:
     kind: str
     data: Mapping[str, object]
     time_us: int
     index: int = field(default=-1)
+    write: RowWrite | None = None
+    isolate: bool = False  # run ``write`` in a savepoint: it may fail (a unique-key conflict)
+    # Set when an isolated ``write`` failed: the entry was not written, its caller gets this.
+    error: Exception | None = None

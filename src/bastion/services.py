@@ -9,7 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.clock import SystemClock
 from bastion.config import Settings
@@ -21,7 +20,7 @@ from bastion.ledger.writer import LedgerWriter
 from bastion.pipeline.chain import Pipeline, Stage, build_stages
 from bastion.ports import Clock, KeyRecord
 from bastion.state.memory import MemoryNonceStore
-from bastion.store.db import create_engine, sqlite_url
+from bastion.store.db import Database, sqlite_url
 from bastion.store.repos import SqlAccounts, SqlKeyStore, SqlLedgerStore, SqlOrderStore, SqlPaperStore
 from bastion.venues.paper.engine import PaperEngine
 from bastion.venues.paper.venue import DEFAULT_EPOCH_US, DEFAULT_FUNDING, PaperVenue, build_markets
@@ -46,13 +45,14 @@ class Services:
     ledger: LedgerWriter
     venue: PaperVenue
     nonces: MemoryNonceStore
-    engine: AsyncEngine
+    db: Database
 
     @classmethod
     def build(cls, home: Path, settings: Settings, clock: Clock | None = None) -> Services:
         clock = clock or SystemClock()
-        engine = create_engine(database_url(home, settings))
-        ledger_store = SqlLedgerStore(engine)
+        db = Database(database_url(home, settings))
+        ledger_store = SqlLedgerStore(db)
+        ledger = LedgerWriter(ledger_store, clock)
         paper = PaperEngine(
             build_markets(),
             bar_seconds=settings.paper.bar_seconds,
@@ -63,23 +63,24 @@ class Services:
             home=home,
             settings=settings,
             clock=clock,
-            accounts=SqlAccounts(engine),
-            keys=SqlKeyStore(engine),
-            orders=SqlOrderStore(engine),
+            accounts=SqlAccounts(db),
+            keys=SqlKeyStore(db),
+            orders=SqlOrderStore(db, ledger),
             ledger_store=ledger_store,
-            ledger=LedgerWriter(ledger_store, clock),
-            venue=PaperVenue(paper, SqlPaperStore(engine), clock),
+            ledger=ledger,
+            venue=PaperVenue(paper, SqlPaperStore(db), clock),
             nonces=MemoryNonceStore(),
-            engine=engine,
+            db=db,
         )
 
     async def start(self) -> None:
+        await self.db.start()
         await self.ledger.start()
         await self.venue.start()
 
     async def close(self) -> None:
         await self.ledger.close()
-        await self.engine.dispose()
+        await self.db.close()
 
     def stages(self) -> tuple[Stage, ...]:
         return build_stages(

@@ -20,7 +20,8 @@ async def store_with_order(account: str) -> MemoryOrderStore:
     store = MemoryOrderStore()
     request = OrderRequest("c1", "X-USD", Side.BUY, OrderType.MARKET, Decimal(1), None, TimeInForce.IOC)
     await store.insert(
-        OrderRecord(
+        entry=("order.submit", {}),
+        record=OrderRecord(
             ORDER_ID,
             account,
             "bst_k",
@@ -29,7 +30,7 @@ async def store_with_order(account: str) -> MemoryOrderStore:
             OrderState.PLACED,
             clock.now(),
             clock.now(),
-        )
+        ),
     )
     return store
 

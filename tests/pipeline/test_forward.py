@@ -78,8 +78,8 @@ class Rig:
             funding={"USD": D(100_000), "X": D(100)},
         )
         self.venue = CountingVenue(PaperVenue(engine, MemoryPaperStore(), self.clock))
-        self.orders = MemoryOrderStore()
         self.ledger = MemoryLedger()
+        self.orders = MemoryOrderStore(self.ledger)
         self.forward = Forward(self.orders, self.venue, self.ledger, self.clock, venue_timeout=1.0)
 
     async def setup(self) -> Rig:
@@ -94,6 +94,7 @@ class Rig:
         if "id" in req.path_params:
             ctx.order = await self.orders.get(req.path_params["id"])
         verdict = await self.forward(ctx)
+        await asyncio.gather(*ctx.pending)  # as the pipeline's log phase does
         assert isinstance(verdict, Allow | Deny)
         return verdict, ctx
 

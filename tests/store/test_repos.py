@@ -12,29 +12,30 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import insert
 
 from bastion.clock import FakeClock
 from bastion.domain.orders import OrderRequest, OrderStatus, OrderType, Side, TimeInForce, VenueOrder
 from bastion.domain.principals import Scope
-from bastion.ledger.chain import verify
+from bastion.ledger.chain import decode_body, verify
 from bastion.ledger.writer import LedgerWriter
 from bastion.ports import KeyRecord, OrderRecord, OrderState, PendingEntry
-from bastion.store.db import create_engine, migrate, sqlite_url
+from bastion.store.db import Database, migrate, sqlite_url
 from bastion.store.repos import SqlAccounts, SqlKeyStore, SqlLedgerStore, SqlOrderStore, SqlPaperStore
-from bastion.store.tables import metadata
+from bastion.store.tables import accounts, metadata
 from bastion.venues.paper.engine import PaperFill, PaperOrder
 
 clock = FakeClock()
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+async def engine(tmp_path: Path) -> AsyncIterator[Database]:
     url = sqlite_url(tmp_path / "t.db")
     await asyncio.to_thread(migrate, url)
-    engine = create_engine(url)
-    yield engine
-    await engine.dispose()
+    db = Database(url)
+    await db.start()
+    yield db
+    await db.close()
 
 
 def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
@@ -46,13 +47,30 @@ def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
     assert diff == []
 
 
-async def test_sqlite_runs_in_wal_mode(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
-        mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
-    assert mode == "wal"
+async def test_sqlite_runs_in_wal_mode_without_fsync_on_commit(engine: Database) -> None:
+    mode = await engine.read(lambda conn: conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+    synchronous = await engine.read(lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar())
+    assert (mode, synchronous) == ("wal", 1)  # 1 = NORMAL
 
 
-async def test_keys_round_trip_and_revoke(engine: AsyncEngine) -> None:
+async def test_a_failed_write_rolls_back_whole(engine: Database) -> None:
+    def half(conn: object) -> None:
+        conn.execute(insert(accounts).values(name="x", created_us=1))  # type: ignore[attr-defined]
+        raise RuntimeError("midway")
+
+    with pytest.raises(RuntimeError):
+        await engine.write(half)
+    assert not await SqlAccounts(engine).exists("x")
+
+
+async def test_writes_from_another_connection_are_seen(engine: Database, tmp_path: Path) -> None:
+    other = Database(engine.url)
+    assert await SqlAccounts(other).create("late", clock.now())
+    assert await SqlAccounts(engine).exists("late")
+    await other.close()
+
+
+async def test_keys_round_trip_and_revoke(engine: Database) -> None:
     await SqlAccounts(engine).create("alice", clock.now())
     keys = SqlKeyStore(engine)
     record = KeyRecord(
@@ -75,17 +93,18 @@ async def test_keys_round_trip_and_revoke(engine: AsyncEngine) -> None:
     assert await keys.get_key("bst_missing") is None
 
 
-async def test_orders_unique_per_account_and_client_id(engine: AsyncEngine) -> None:
-    accounts = SqlAccounts(engine)
-    await accounts.create("alice", clock.now())
-    await accounts.create("bob", clock.now())
-    orders = SqlOrderStore(engine)
-    request = OrderRequest(
-        "c1", "GOOG", Side.BUY, OrderType.LIMIT, Decimal("1.5"), Decimal("10.25"), TimeInForce.GTC
-    )
-    record = OrderRecord(
-        "ord_1",
-        "alice",
+@pytest.fixture
+async def journal(engine: Database) -> AsyncIterator[LedgerWriter]:
+    writer = LedgerWriter(SqlLedgerStore(engine), clock)
+    await writer.start()
+    yield writer
+    await writer.close()
+
+
+def _record(order_id: str, account: str, request: OrderRequest) -> OrderRecord:
+    return OrderRecord(
+        order_id,
+        account,
         "bst_x",
         request,
         request.fingerprint(),
@@ -93,13 +112,20 @@ async def test_orders_unique_per_account_and_client_id(engine: AsyncEngine) -> N
         clock.now(),
         clock.now(),
     )
-    assert await orders.insert(record)
-    assert not await orders.insert(
-        OrderRecord("ord_2", "alice", "bst_x", request, "other", OrderState.PENDING, clock.now(), clock.now())
+
+
+async def test_orders_unique_per_account_and_client_id(engine: Database, journal: LedgerWriter) -> None:
+    accounts_ = SqlAccounts(engine)
+    await accounts_.create("alice", clock.now())
+    await accounts_.create("bob", clock.now())
+    orders = SqlOrderStore(engine, journal)
+    request = OrderRequest(
+        "c1", "GOOG", Side.BUY, OrderType.LIMIT, Decimal("1.5"), Decimal("10.25"), TimeInForce.GTC
     )
-    assert await orders.insert(
-        OrderRecord("ord_3", "bob", "bst_y", request, "fp", OrderState.PENDING, clock.now(), clock.now())
-    )
+    record = _record("ord_1", "alice", request)
+    assert await orders.insert(record, ("order.submit", {"id": "ord_1"}))
+    assert not await orders.insert(_record("ord_2", "alice", request), ("order.submit", {"id": "ord_2"}))
+    assert await orders.insert(_record("ord_3", "bob", request), ("order.submit", {"id": "ord_3"}))
     snapshot = VenueOrder(
         "P1",
         "c1",
@@ -116,18 +142,49 @@ async def test_orders_unique_per_account_and_client_id(engine: AsyncEngine) -> N
         clock.now(),
     )
     record.state, record.venue_order_id, record.snapshot = OrderState.PLACED, "P1", snapshot
-    await orders.save(record)
+    await orders.save(record, ("order.accepted", {"id": "ord_1"}))
     loaded = await orders.get("ord_1")
     assert loaded is not None
     assert (loaded.request, loaded.snapshot, loaded.status) == (request, snapshot, "new")
     assert [r.id for r in await orders.list("alice", symbol="GOOG", statuses=("new",), limit=10)] == ["ord_1"]
     assert await orders.list("alice", symbol="BTC-USD", statuses=None, limit=10) == []
+    # Each write landed with its ledger entry; the refused duplicate left no entry at all.
+    entries = [row async for row in SqlLedgerStore(engine).rows()]
+    kinds = [decode_body(r.body).kind for r in entries]
+    ids = [decode_body(r.body).data["id"] for r in entries]
+    assert (kinds, ids) == (["order.submit", "order.submit", "order.accepted"], ["ord_1", "ord_3", "ord_1"])
+    assert verify(entries)[0] == 3
+
+
+async def test_concurrent_duplicates_in_one_batch_fail_only_themselves(
+    engine: Database, journal: LedgerWriter
+) -> None:
+    await SqlAccounts(engine).create("alice", clock.now())
+    orders = SqlOrderStore(engine, journal)
+    request = OrderRequest("dup", "GOOG", Side.BUY, OrderType.MARKET, Decimal(1), None, TimeInForce.IOC)
+    others = [
+        OrderRequest(f"o{n}", "GOOG", Side.BUY, OrderType.MARKET, Decimal(1), None, TimeInForce.IOC)
+        for n in range(5)
+    ]
+    results = await asyncio.gather(
+        *(
+            orders.insert(_record(f"ord_d{n}", "alice", request), ("order.submit", {"n": n}))
+            for n in range(5)
+        ),
+        *(
+            orders.insert(_record(f"ord_o{n}", "alice", r), ("order.submit", {"o": n}))
+            for n, r in enumerate(others)
+        ),
+    )
+    assert sum(results[:5]) == 1
+    assert all(results[5:])
+    assert await SqlLedgerStore(engine).count() == 6
 
 
 async def test_concurrent_ledger_writers_share_one_chain(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "l.db")
     await asyncio.to_thread(migrate, url)
-    engines = [create_engine(url), create_engine(url)]
+    engines = [Database(url), Database(url)]
     writers = [LedgerWriter(SqlLedgerStore(e), clock) for e in engines]
     for w in writers:
         await w.start()
@@ -138,10 +195,10 @@ async def test_concurrent_ledger_writers_share_one_chain(tmp_path: Path) -> None
     store = SqlLedgerStore(engines[0])
     assert verify([row async for row in store.rows(chunk=37)])[0] == 200
     for e in engines:
-        await e.dispose()
+        await e.close()
 
 
-async def test_ledger_batch_is_atomic(engine: AsyncEngine) -> None:
+async def test_ledger_batch_is_atomic(engine: Database) -> None:
     store = SqlLedgerStore(engine)
     await store.append_batch([PendingEntry("a", {"n": 1}, 1)])
     with pytest.raises(TypeError):
@@ -149,7 +206,7 @@ async def test_ledger_batch_is_atomic(engine: AsyncEngine) -> None:
     assert await store.count() == 1
 
 
-async def test_paper_state_round_trips(engine: AsyncEngine) -> None:
+async def test_paper_state_round_trips(engine: Database) -> None:
     store = SqlPaperStore(engine)
     order = PaperOrder(
         "P000000000007",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -22,6 +23,11 @@ _SF_TOKEN_START_CHARS = _ALPHA + "*"  # RFC 8941 §3.3.4
 _TCHAR = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _TOKEN_CHARS = _TCHAR + ":/"
 _B64 = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+_KEY_RE = re.compile(r"[a-z*][a-z0-9_\-.*]*")
+_TOKEN_RE = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
+_STRING_RE = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
+_UNESCAPE_RE = re.compile(r"\\(.)")
+_NUMBER_RE = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
 
 
 class SFVError(ValueError):
@@ -75,13 +81,11 @@ class _Parser:
             self.pos += 1
 
     def key(self) -> str:
-        c = self.peek()
-        if not c or c not in _KEY_FIRST:
+        match = _KEY_RE.match(self.text, self.pos)
+        if match is None:
             raise SFVError("bad key")
-        start = self.pos
-        while self.peek() and self.peek() in _KEY_CHARS:
-            self.pos += 1
-        return self.text[start : self.pos]
+        self.pos = match.end()
+        return match.group()
 
     def params(self) -> Params:
         out: Params = {}
@@ -111,62 +115,34 @@ class _Parser:
         raise SFVError("bad item")
 
     def number(self) -> int | Decimal:
-        start = self.pos
-        if self.peek() == "-":
-            self.pos += 1
-        if not self.peek().isdigit():
+        match = _NUMBER_RE.match(self.text, self.pos)
+        if match is None:
             raise SFVError("bad number")
-        digits_start = self.pos
-        is_decimal = False
-        while True:
-            c = self.peek()
-            if c.isdigit() and c.isascii():
-                self.pos += 1
-            elif c == "." and not is_decimal:
-                if self.pos - digits_start > 12:
-                    raise SFVError("decimal too long")
-                is_decimal = True
-                self.pos += 1
-            else:
-                break
-            if not is_decimal and self.pos - digits_start > 15:
+        integer, fraction = match.group(2), match.group(3)
+        if fraction is None:
+            if len(integer) > 15:
                 raise SFVError("integer too long")
-            if is_decimal and self.pos - digits_start > 16:
-                raise SFVError("decimal too long")
-        text = self.text[start : self.pos]
-        if not is_decimal:
-            return int(text)
-        if text.endswith(".") or len(text.split(".")[1]) > 3:
+        elif len(integer) > 12 or len(fraction) > 3:
             raise SFVError("bad decimal")
-        return Decimal(text)
+        self.pos = match.end()
+        if self.pos < len(self.text) and self.text[self.pos] in "0123456789.":
+            raise SFVError("number too long")
+        return int(match.group()) if fraction is None else Decimal(match.group())
 
     def string(self) -> str:
-        self.pos += 1
-        out = []
-        while True:
-            c = self.peek()
-            if not c:
-                raise SFVError("unterminated string")
-            self.pos += 1
-            if c == "\\":
-                n = self.peek()
-                if n not in ('"', "\\") or not n:
-                    raise SFVError("bad escape")
-                out.append(n)
-                self.pos += 1
-            elif c == '"':
-                return "".join(out)
-            elif ord(c) < 0x20 or ord(c) > 0x7E:
-                raise SFVError("bad string character")
-            else:
-                out.append(c)
+        match = _STRING_RE.match(self.text, self.pos)
+        if match is None:
+            raise SFVError("bad string")
+        self.pos = match.end()
+        body = match.group(1)
+        return _UNESCAPE_RE.sub(r"\1", body) if "\\" in body else body
 
     def token(self) -> Token:
-        start = self.pos
-        self.pos += 1
-        while self.peek() and self.peek() in _TOKEN_CHARS:
-            self.pos += 1
-        return Token(self.text[start : self.pos])
+        match = _TOKEN_RE.match(self.text, self.pos)
+        if match is None:
+            raise SFVError("bad token")
+        self.pos = match.end()
+        return Token(match.group())
 
     def byte_sequence(self) -> bytes:
         self.pos += 1

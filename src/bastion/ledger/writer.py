@@ -1,26 +1,30 @@
-"""The single ledger writer: appends are queued and committed in batches.
+"""The single ledger writer (the journal): appends are queued and committed in batches.
 
 ``append`` returns only after the batch holding the entry is committed, so a caller that
-acknowledges after ``append`` acknowledges only what is durable.  If a batch fails, every
-caller in it gets the exception and the writer stays usable.
+acknowledges after ``append`` acknowledges only what is durable.  An entry may carry a row
+write that commits in the same transaction (an order's state with the entry that records
+it), so nothing is ever half-recorded.  A row write that fails (a unique-key conflict) is
+rolled back alone, with its entry, and only its caller gets the error.  If a whole batch
+fails, every caller in it gets the exception and the writer stays usable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Protocol
 
 from bastion.clock import to_us
 from bastion.errors import LedgerError
-from bastion.ports import Clock, PendingEntry
+from bastion.ports import Clock, PendingEntry, RowWrite
 
 
 class LedgerStore(Protocol):
     async def append_batch(self, entries: Sequence[PendingEntry]) -> None:
-        """Chain and write ``entries`` after the stored head, in one transaction; set each
-        entry's ``index``."""
+        """In one transaction: run each entry's row write (isolated; on failure set its
+        ``error`` and skip the entry), then chain and write the remaining entries after the
+        stored head, setting each one's ``index``."""
         ...
 
 
@@ -46,13 +50,27 @@ class LedgerWriter:
                 await self._task
             self._task = None
 
-    async def append(self, kind: str, data: Mapping[str, object]) -> int:
+    async def append(
+        self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None, isolate: bool = False
+    ) -> int:
+        return await self._put(kind, data, write, isolate)
+
+    def enqueue(
+        self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None
+    ) -> Awaitable[int]:
+        return self._put(kind, data, write, False)
+
+    def _put(
+        self, kind: str, data: Mapping[str, object], write: RowWrite | None, isolate: bool
+    ) -> asyncio.Future[int]:
         if self._task is None:
             raise LedgerError("ledger writer is not running")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        entry = PendingEntry(kind=kind, data=data, time_us=to_us(self._clock.now()))
+        entry = PendingEntry(
+            kind=kind, data=data, time_us=to_us(self._clock.now()), write=write, isolate=isolate
+        )
         self._queue.put_nowait((entry, future))
-        return await future
+        return future
 
     async def _run(self) -> None:
         while True:
@@ -69,7 +87,11 @@ class LedgerWriter:
                         future.set_exception(error)
             else:
                 for entry, future in batch:
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if entry.error is not None:
+                        future.set_exception(entry.error)
+                    else:
                         future.set_result(entry.index)
             finally:
                 for _ in batch:

@@ -12,6 +12,7 @@ with ``INTERNAL_ERROR``: the gateway fails closed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from typing import ClassVar, Protocol
@@ -91,7 +92,10 @@ class Pipeline:
         except Exception as exc:  # fail closed; the detail goes to the log and the ledger
             log.exception("stage_failed", stage=current, request_id=ctx.request_id)
             verdict = Deny(current, ErrorCode.INTERNAL_ERROR, f"stage raised {type(exc).__name__}")
-        await self._ledger.append("request", self._entry(ctx, verdict))
+        # The request's entry joins any writes the stages queued; one commit usually takes them all,
+        # and nothing is answered until every one of them is durable.
+        entry = self._ledger.enqueue("request", self._entry(ctx, verdict))
+        await asyncio.gather(*ctx.pending, entry)
         return verdict
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,6 +36,8 @@ class RequestContext:
     status: int = 200
     result: object | None = None
     outcome: dict[str, object] = field(default_factory=dict)
+    # Writes queued by stages; the log phase awaits them with its own entry before answering.
+    pending: list[Awaitable[int]] = field(default_factory=list)
 
     def view(self) -> RequestView:
         return RequestView(self.method, self.scheme, self.authority, self.path, self.query, self.headers)

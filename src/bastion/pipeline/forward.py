@@ -3,8 +3,8 @@
 Placing an order is idempotent on ``(account, client_order_id)``:
 
 1. under a per-id lock, look the id up; a different order under the same id is a 409;
-2. a new id is first recorded as ``pending`` (the database's unique constraint decides
-   between replicas), then an ``order.submit`` entry is made durable in the ledger, and only
+2. a new id is first recorded as ``pending`` together with its ``order.submit`` ledger entry,
+   in one transaction (the database's unique constraint decides between replicas), and only
    then is the venue called, with the same client order id (the venue dedups too);
 3. the venue's answer is stored and recorded; a retry returns the stored order (status 200)
    and never trades twice; a retry of a ``pending`` order asks the venue again with the same id.
@@ -139,30 +139,31 @@ class Forward:
             return Deny(self.name, ErrorCode.BAD_REQUEST, "no decoded order")
         fingerprint = request.fingerprint()
         async with self._locks.hold(f"{principal.account}\x1f{request.client_order_id}"):
-            record = await self._orders.find(principal.account, request.client_order_id)
-            if record is None:
-                now = self._clock.now()
-                record = OrderRecord(
-                    id=new_order_id(),
-                    account=principal.account,
-                    key_id=principal.key_id,
-                    request=request,
-                    fingerprint=fingerprint,
-                    state=OrderState.PENDING,
-                    created_at=now,
-                    updated_at=now,
-                )
-                if await self._orders.insert(record):
-                    ctx.outcome["order_id"] = record.id
-                    return await self._submit(ctx, record, status=201)
-                record = await self._orders.find(principal.account, request.client_order_id)
-                if record is None:
-                    raise StoreError("order id conflict but no stored order")
+            now = self._clock.now()
+            record = OrderRecord(
+                id=new_order_id(),
+                account=principal.account,
+                key_id=principal.key_id,
+                request=request,
+                fingerprint=fingerprint,
+                state=OrderState.PENDING,
+                created_at=now,
+                updated_at=now,
+            )
+            # Insert first: the unique key decides, here and between replicas; a retry conflicts.
+            if await self._orders.insert(record, ("order.submit", _order_facts(record))):
+                ctx.outcome["order_id"] = record.id
+                return await self._submit(ctx, record, status=201)
+            found = await self._orders.find(principal.account, request.client_order_id)
+            if found is None:
+                raise StoreError("client order id conflict but no stored order")
+            record = found
             ctx.outcome["order_id"] = record.id
             if record.fingerprint != fingerprint:
                 return Deny(self.name, ErrorCode.IDEMPOTENCY_CONFLICT, f"differs from order {record.id}")
             ctx.outcome["idempotent_replay"] = True
-            if record.state is OrderState.PENDING:
+            if record.state is OrderState.PENDING:  # an earlier attempt never heard back from the venue
+                await self._ledger.append("order.resubmit", _order_facts(record))
                 return await self._submit(ctx, record, status=200)
             if record.state is OrderState.REJECTED:
                 reason = record.reject_reason or "REJECTED"
@@ -174,27 +175,30 @@ class Forward:
             return ALLOW
 
     async def _submit(self, ctx: RequestContext, record: OrderRecord, *, status: int) -> Verdict:
-        await self._ledger.append("order.submit", _order_facts(record))
+        """Call the venue for a recorded order (its submit entry is already durable)."""
         try:
             venue_order = await self._venue.place(record.account, record.request)
         except VenueRejected as exc:
             record.state = OrderState.REJECTED
             record.reject_reason = exc.reason
             record.updated_at = self._clock.now()
-            await self._orders.save(record)
-            await self._ledger.append("order.rejected", {"order_id": record.id, "reason": exc.reason})
+            await self._orders.save(record, ("order.rejected", {"order_id": record.id, "reason": exc.reason}))
             return Deny(self.name, ErrorCode.ORDER_REJECTED, f"venue rejected: {exc}", exc.reason)
         record.state = OrderState.PLACED
         record.venue_order_id = venue_order.venue_order_id
-        await self._store_snapshot(record, venue_order, "order.accepted")
+        record.snapshot = venue_order
+        record.updated_at = self._clock.now()
+        # Durable before the answer: the log phase awaits it together with the request's entry.
+        ctx.pending.append(
+            self._orders.save_later(record, ("order.accepted", _state_facts(record, venue_order)))
+        )
         ctx.status, ctx.result = status, record
         return ALLOW
 
     async def _store_snapshot(self, record: OrderRecord, venue_order: VenueOrder, kind: str) -> None:
         record.snapshot = venue_order
         record.updated_at = self._clock.now()
-        await self._orders.save(record)
-        await self._ledger.append(kind, _state_facts(record, venue_order))
+        await self._orders.save(record, (kind, _state_facts(record, venue_order)))
 
     async def _refresh(self, record: OrderRecord) -> None:
         """Bring a placed order's snapshot up to date with the venue."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 from bastion.errors import LedgerError
 from bastion.ledger.chain import GENESIS, make_entry
-from bastion.ports import KeyRecord, LedgerRow, OrderRecord, PendingEntry
+from bastion.ports import KeyRecord, LedgerRow, OrderRecord, PendingEntry, RowWrite
 
 
 class MemoryKeyStore:
@@ -20,43 +21,6 @@ class MemoryKeyStore:
         return self.records.get(key_id)
 
 
-class MemoryOrderStore:
-    def __init__(self) -> None:
-        self.records: dict[str, OrderRecord] = {}
-
-    async def get(self, order_id: str) -> OrderRecord | None:
-        record = self.records.get(order_id)
-        return copy.deepcopy(record)
-
-    async def find(self, account: str, client_order_id: str) -> OrderRecord | None:
-        for record in self.records.values():
-            if record.account == account and record.request.client_order_id == client_order_id:
-                return copy.deepcopy(record)
-        return None
-
-    async def insert(self, record: OrderRecord) -> bool:
-        if await self.find(record.account, record.request.client_order_id) is not None:
-            return False
-        self.records[record.id] = copy.deepcopy(record)
-        return True
-
-    async def save(self, record: OrderRecord) -> None:
-        self.records[record.id] = copy.deepcopy(record)
-
-    async def list(
-        self, account: str, *, symbol: str | None, statuses: Sequence[str] | None, limit: int
-    ) -> Sequence[OrderRecord]:
-        found = [
-            copy.deepcopy(r)
-            for r in self.records.values()
-            if r.account == account
-            and (symbol is None or r.request.symbol == symbol)
-            and (statuses is None or r.status in statuses)
-        ]
-        found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
-        return found[:limit]
-
-
 class MemoryLedger:
     """A ledger that chains entries in memory; ``fail`` makes appends raise (fail-closed tests)."""
 
@@ -65,9 +29,26 @@ class MemoryLedger:
         self.entries: list[tuple[str, dict[str, object]]] = []
         self.fail = False
 
-    async def append(self, kind: str, data: Mapping[str, object]) -> int:
+    def enqueue(
+        self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None
+    ) -> Awaitable[int]:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self._append(kind, data, write))
+        except LedgerError as exc:
+            future.set_exception(exc)
+        return future
+
+    async def append(
+        self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None, isolate: bool = False
+    ) -> int:
+        return self._append(kind, data, write)
+
+    def _append(self, kind: str, data: Mapping[str, object], write: RowWrite | None) -> int:
         if self.fail:
             raise LedgerError("ledger unavailable (test)")
+        if write is not None:
+            write(None)
         prev = self.rows[-1].hash if self.rows else GENESIS
         row = make_entry(len(self.rows), prev, kind, 0, data)
         self.rows.append(row)
@@ -76,6 +57,52 @@ class MemoryLedger:
 
     def kinds(self) -> list[str]:
         return [kind for kind, _ in self.entries]
+
+
+class MemoryOrderStore:
+    """Orders in a dict; each write also appends its entry to ``ledger``."""
+
+    def __init__(self, ledger: MemoryLedger | None = None) -> None:
+        self.records: dict[str, OrderRecord] = {}
+        self.ledger = ledger or MemoryLedger()
+
+    async def get(self, order_id: str) -> OrderRecord | None:
+        record = self.records.get(order_id)
+        return copy.copy(record)
+
+    async def find(self, account: str, client_order_id: str) -> OrderRecord | None:
+        for record in self.records.values():
+            if record.account == account and record.request.client_order_id == client_order_id:
+                return copy.copy(record)
+        return None
+
+    async def insert(self, record: OrderRecord, entry: tuple[str, Mapping[str, object]]) -> bool:
+        if await self.find(record.account, record.request.client_order_id) is not None:
+            return False
+        await self.ledger.append(*entry)
+        self.records[record.id] = copy.copy(record)
+        return True
+
+    async def save(self, record: OrderRecord, entry: tuple[str, Mapping[str, object]]) -> None:
+        await self.ledger.append(*entry)
+        self.records[record.id] = copy.copy(record)
+
+    def save_later(self, record: OrderRecord, entry: tuple[str, Mapping[str, object]]) -> Awaitable[int]:
+        self.records[record.id] = copy.copy(record)
+        return self.ledger.enqueue(*entry)
+
+    async def list(
+        self, account: str, *, symbol: str | None, statuses: Sequence[str] | None, limit: int
+    ) -> Sequence[OrderRecord]:
+        found = [
+            copy.copy(r)
+            for r in self.records.values()
+            if r.account == account
+            and (symbol is None or r.request.symbol == symbol)
+            and (statuses is None or r.status in statuses)
+        ]
+        found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        return found[:limit]
 
 
 class MemoryLedgerStore:
@@ -92,6 +119,13 @@ class MemoryLedgerStore:
             raise LedgerError("disk full (test)")
         prev = self.rows[-1].hash if self.rows else GENESIS
         for entry in entries:
+            entry.error = None
+            if entry.write is not None:
+                try:
+                    entry.write(None)
+                except Exception as exc:  # isolated: only this entry's caller sees it
+                    entry.error = exc
+                    continue
             row = make_entry(len(self.rows), prev, entry.kind, entry.time_us, entry.data)
             self.rows.append(row)
             entry.index = row.index

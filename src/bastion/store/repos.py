@@ -1,52 +1,73 @@
-"""Repositories: the SQL implementations of Bastion's ports."""
+"""Repositories: the SQL implementations of Bastion's ports, over :class:`~bastion.store.db.Database`."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+import copy
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 
 import msgspec
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.clock import from_us, to_us
 from bastion.domain.orders import OrderRequest, VenueOrder
 from bastion.domain.principals import Scope
 from bastion.errors import LedgerError
 from bastion.ledger.chain import GENESIS, make_entry
-from bastion.ports import KeyRecord, LedgerRow, OrderRecord, OrderState, PendingEntry
+from bastion.ports import KeyRecord, Ledger, LedgerRow, OrderRecord, OrderState, PendingEntry
+from bastion.store.db import Database
 from bastion.store.tables import accounts, api_keys, ledger_entries, orders, paper_balances, paper_orders
 from bastion.venues.paper.engine import PaperOrder
 from bastion.venues.paper.store import AccountState, Balances
 
 _encode = msgspec.json.Encoder().encode
 
+# Hot-path statements are built once: SQLAlchemy then reuses their compiled form and cache key,
+# where building them per call cost more than executing them (measured: docs/benchmarks.md).
+_KEY_BY_ID = select(api_keys).where(api_keys.c.key_id == bindparam("b_key_id"))
+_ORDER_BY_ID = select(orders).where(orders.c.id == bindparam("b_id"))
+_ORDER_BY_CLIENT_ID = select(orders).where(
+    orders.c.account == bindparam("b_account"), orders.c.client_order_id == bindparam("b_client_order_id")
+)
+_INSERT_ORDER = insert(orders)
+_UPDATE_ORDER = update(orders).where(orders.c.id == bindparam("b_id"))
+_LEDGER_HEAD = (
+    select(ledger_entries.c.idx, ledger_entries.c.hash).order_by(ledger_entries.c.idx.desc()).limit(1)
+)
+_INSERT_LEDGER = insert(ledger_entries)
+_UPDATE_BALANCE = update(paper_balances).where(
+    paper_balances.c.account == bindparam("b_account"), paper_balances.c.asset == bindparam("b_asset")
+)
+_INSERT_BALANCE = insert(paper_balances)
+_UPDATE_PAPER_ORDER = update(paper_orders).where(paper_orders.c.venue_order_id == bindparam("b_id"))
+_INSERT_PAPER_ORDER = insert(paper_orders)
+
 
 class SqlAccounts:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def create(self, name: str, now: datetime) -> bool:
+        def run(conn: Connection) -> None:
+            conn.execute(insert(accounts).values(name=name, created_us=to_us(now)))
+
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(insert(accounts).values(name=name, created_us=to_us(now)))
+            await self._db.write(run)
         except IntegrityError:
             return False
         return True
 
     async def exists(self, name: str) -> bool:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(accounts.c.name).where(accounts.c.name == name))).first()
-        return row is not None
+        query = select(accounts.c.name).where(accounts.c.name == name)
+        return await self._db.read(lambda conn: conn.execute(query).first() is not None)
 
     async def names(self) -> list[str]:
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(accounts.c.name).order_by(accounts.c.name))).all()
-        return [r.name for r in rows]
+        query = select(accounts.c.name).order_by(accounts.c.name)
+        return await self._db.read(lambda conn: [r.name for r in conn.execute(query)])
 
 
 def _key_from_row(row: Row[tuple[object, ...]]) -> KeyRecord:
@@ -65,45 +86,43 @@ def _key_from_row(row: Row[tuple[object, ...]]) -> KeyRecord:
 
 
 class SqlKeyStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(api_keys).where(api_keys.c.key_id == key_id))).first()
-        return None if row is None else _key_from_row(row)
+        def run(conn: Connection) -> KeyRecord | None:
+            row = conn.execute(_KEY_BY_ID, {"b_key_id": key_id}).first()
+            return None if row is None else _key_from_row(row)
+
+        return await self._db.read(run)
 
     async def create(self, record: KeyRecord) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(api_keys).values(
-                    key_id=record.key_id,
-                    account=record.account,
-                    alg=record.alg,
-                    public_key=record.public_key,
-                    scopes=",".join(sorted(s.value for s in record.scopes)),
-                    label=record.label,
-                    created_us=to_us(record.created_at),
-                    expires_us=None if record.expires_at is None else to_us(record.expires_at),
-                    revoked_us=None,
-                )
-            )
+        values = {
+            "key_id": record.key_id,
+            "account": record.account,
+            "alg": record.alg,
+            "public_key": record.public_key,
+            "scopes": ",".join(sorted(s.value for s in record.scopes)),
+            "label": record.label,
+            "created_us": to_us(record.created_at),
+            "expires_us": None if record.expires_at is None else to_us(record.expires_at),
+            "revoked_us": None,
+        }
+        await self._db.write(lambda conn: conn.execute(insert(api_keys).values(**values)))
 
     async def list(self, account: str | None = None) -> list[KeyRecord]:
         query = select(api_keys).order_by(api_keys.c.created_us)
         if account is not None:
             query = query.where(api_keys.c.account == account)
-        async with self._engine.connect() as conn:
-            return [_key_from_row(r) for r in (await conn.execute(query)).all()]
+        return await self._db.read(lambda conn: [_key_from_row(r) for r in conn.execute(query)])
 
     async def revoke(self, key_id: str, now: datetime) -> bool:
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(api_keys)
-                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_us.is_(None))
-                .values(revoked_us=to_us(now))
-            )
-        return bool(result.rowcount)
+        statement = (
+            update(api_keys)
+            .where(api_keys.c.key_id == key_id, api_keys.c.revoked_us.is_(None))
+            .values(revoked_us=to_us(now))
+        )
+        return await self._db.write(lambda conn: bool(conn.execute(statement).rowcount))
 
 
 def _order_from_row(row: Row[tuple[object, ...]]) -> OrderRecord:
@@ -136,21 +155,38 @@ def _order_values(record: OrderRecord) -> dict[str, object]:
 
 
 class SqlOrderStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    """Reads go straight to the database; writes go through the journal (the ledger writer),
+    each in the same transaction as the ledger entry that records it."""
+
+    def __init__(self, db: Database, journal: Ledger) -> None:
+        self._db = db
+        self._journal = journal
+        # Records whose queued save is not yet durable, so reads in this process see them.  Copies
+        # are shallow: a record's request and snapshot are frozen, only its own fields change.
+        self._queued: dict[str, OrderRecord] = {}
+
+    async def _one(self, query: Select[tuple[object, ...]], params: dict[str, str]) -> OrderRecord | None:
+        def run(conn: Connection) -> OrderRecord | None:
+            row = conn.execute(query, params).first()
+            return None if row is None else _order_from_row(row)
+
+        return await self._db.read(run)
 
     async def get(self, order_id: str) -> OrderRecord | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
-        return None if row is None else _order_from_row(row)
+        queued = self._queued.get(order_id)
+        if queued is not None:
+            return copy.copy(queued)
+        return await self._one(_ORDER_BY_ID, {"b_id": order_id})
 
     async def find(self, account: str, client_order_id: str) -> OrderRecord | None:
-        query = select(orders).where(orders.c.account == account, orders.c.client_order_id == client_order_id)
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else _order_from_row(row)
+        for queued in self._queued.values():
+            if queued.account == account and queued.request.client_order_id == client_order_id:
+                return copy.copy(queued)
+        return await self._one(
+            _ORDER_BY_CLIENT_ID, {"b_account": account, "b_client_order_id": client_order_id}
+        )
 
-    async def insert(self, record: OrderRecord) -> bool:
+    async def insert(self, record: OrderRecord, entry: tuple[str, Mapping[str, object]]) -> bool:
         values = _order_values(record) | {
             "id": record.id,
             "account": record.account,
@@ -162,15 +198,30 @@ class SqlOrderStore:
             "created_us": to_us(record.created_at),
         }
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(insert(orders).values(**values))
+            await self._journal.append(
+                *entry, write=lambda conn: conn.execute(_INSERT_ORDER, values), isolate=True
+            )
         except IntegrityError:
             return False
         return True
 
-    async def save(self, record: OrderRecord) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(update(orders).where(orders.c.id == record.id).values(**_order_values(record)))
+    async def save(self, record: OrderRecord, entry: tuple[str, Mapping[str, object]]) -> None:
+        await self.save_later(record, entry)
+
+    def save_later(self, record: OrderRecord, entry: tuple[str, Mapping[str, object]]) -> Awaitable[int]:
+        values = _order_values(record) | {"b_id": record.id}
+        snapshot = copy.copy(record)
+        self._queued[record.id] = snapshot
+        done = asyncio.ensure_future(
+            self._journal.enqueue(*entry, write=lambda conn: conn.execute(_UPDATE_ORDER, values))
+        )
+
+        def forget(_: object) -> None:
+            if self._queued.get(record.id) is snapshot:
+                del self._queued[record.id]
+
+        done.add_done_callback(forget)
+        return done
 
     async def list(
         self, account: str, *, symbol: str | None, statuses: Sequence[str] | None, limit: int
@@ -181,44 +232,58 @@ class SqlOrderStore:
         if statuses is not None:
             query = query.where(orders.c.status.in_(list(statuses)))
         query = query.order_by(orders.c.created_us.desc(), orders.c.id.desc()).limit(limit)
-        async with self._engine.connect() as conn:
-            return [_order_from_row(r) for r in (await conn.execute(query)).all()]
+        return await self._db.read(lambda conn: [_order_from_row(r) for r in conn.execute(query)])
 
 
 class SqlLedgerStore:
-    """Chains and writes batches after the stored head.  Several processes may write: a batch
-    that loses the race for an index (primary-key conflict) is re-chained and retried."""
+    """Chains and writes batches after the stored head, in one transaction.  Several processes
+    may write (the server and the CLI): ``BEGIN IMMEDIATE`` on SQLite serialises them, and a
+    batch that still loses the race for an index (primary-key conflict) is re-chained."""
 
-    def __init__(self, engine: AsyncEngine, attempts: int = 20) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, attempts: int = 20) -> None:
+        self._db = db
         self._attempts = attempts
+
+    @staticmethod
+    def _append(conn: Connection, entries: Sequence[PendingEntry]) -> list[LedgerRow]:
+        for entry in entries:
+            entry.error = None
+            if entry.write is None:
+                continue
+            if not entry.isolate:
+                entry.write(conn)
+                continue
+            try:
+                with conn.begin_nested():
+                    entry.write(conn)
+            except IntegrityError as exc:
+                entry.error = exc
+        head = conn.execute(_LEDGER_HEAD).first()
+        index, prev = (0, GENESIS) if head is None else (head.idx + 1, bytes(head.hash))
+        rows: list[LedgerRow] = []
+        for entry in entries:
+            if entry.error is not None:
+                continue
+            row = make_entry(index, prev, entry.kind, entry.time_us, entry.data)
+            rows.append(row)
+            prev, index = row.hash, index + 1
+        if rows:
+            conn.execute(
+                insert(ledger_entries), [{"idx": r.index, "body": r.body, "hash": r.hash} for r in rows]
+            )
+        return rows
 
     async def append_batch(self, entries: Sequence[PendingEntry]) -> None:
         for attempt in range(self._attempts):
             try:
-                async with self._engine.begin() as conn:
-                    head = (
-                        await conn.execute(
-                            select(ledger_entries.c.idx, ledger_entries.c.hash)
-                            .order_by(ledger_entries.c.idx.desc())
-                            .limit(1)
-                        )
-                    ).first()
-                    index, prev = (0, GENESIS) if head is None else (head.idx + 1, bytes(head.hash))
-                    rows: list[LedgerRow] = []
-                    for entry in entries:
-                        row = make_entry(index, prev, entry.kind, entry.time_us, entry.data)
-                        rows.append(row)
-                        prev, index = row.hash, index + 1
-                    await conn.execute(
-                        insert(ledger_entries),
-                        [{"idx": r.index, "body": r.body, "hash": r.hash} for r in rows],
-                    )
+                rows = await self._db.write(lambda conn: self._append(conn, entries))
             except (IntegrityError, OperationalError):
                 await asyncio.sleep(0.005 * (attempt + 1))
                 continue
-            for entry, row in zip(entries, rows, strict=True):
-                entry.index = row.index
+            written = iter(rows)
+            for entry in entries:
+                if entry.error is None:
+                    entry.index = next(written).index
             return
         raise LedgerError("could not append to the ledger: the database stayed busy")
 
@@ -231,72 +296,86 @@ class SqlLedgerStore:
                 .order_by(ledger_entries.c.idx)
                 .limit(chunk)
             )
-            async with self._engine.connect() as conn:
-                batch = (await conn.execute(query)).all()
+
+            def run(conn: Connection) -> list[LedgerRow]:
+                return [LedgerRow(r.idx, bytes(r.body), bytes(r.hash)) for r in conn.execute(query)]  # noqa: B023
+
+            batch = await self._db.read(run)  # runs now, inside this iteration
             if not batch:
                 return
-            for r in batch:
-                yield LedgerRow(index=r.idx, body=bytes(r.body), hash=bytes(r.hash))
-            start = batch[-1].idx + 1
+            for row in batch:
+                yield row
+            start = batch[-1].index + 1
 
     async def count(self) -> int:
-        async with self._engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(ledger_entries))).scalar_one())
+        query = select(func.count()).select_from(ledger_entries)
+        return await self._db.read(lambda conn: int(conn.execute(query).scalar_one()))
 
 
 class SqlPaperStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def accounts(self) -> list[str]:
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(paper_balances.c.account).distinct())).all()
-        return sorted(r.account for r in rows)
+        query = select(paper_balances.c.account).distinct()
+        return await self._db.read(lambda conn: sorted(r.account for r in conn.execute(query)))
 
     async def load(self, account: str) -> AccountState | None:
-        async with self._engine.connect() as conn:
-            balances = (
-                await conn.execute(select(paper_balances).where(paper_balances.c.account == account))
-            ).all()
+        def run(conn: Connection) -> AccountState | None:
+            balances = conn.execute(select(paper_balances).where(paper_balances.c.account == account)).all()
             if not balances:
                 return None
-            rows = (
-                await conn.execute(select(paper_orders.c.data).where(paper_orders.c.account == account))
-            ).all()
-        return AccountState(
-            {b.asset: (Decimal(b.free), Decimal(b.locked)) for b in balances},
-            [msgspec.json.decode(r.data, type=PaperOrder) for r in rows],
-        )
+            rows = conn.execute(select(paper_orders.c.data).where(paper_orders.c.account == account)).all()
+            return AccountState(
+                {b.asset: (Decimal(b.free), Decimal(b.locked)) for b in balances},
+                [msgspec.json.decode(r.data, type=PaperOrder) for r in rows],
+            )
+
+        return await self._db.read(run)
 
     async def max_sequence(self) -> int:
-        async with self._engine.connect() as conn:
-            top = (await conn.execute(select(func.max(paper_orders.c.venue_order_id)))).scalar()
+        query = select(func.max(paper_orders.c.venue_order_id))
+        top = await self._db.read(lambda conn: conn.execute(query).scalar())
         return 0 if top is None else int(str(top)[1:])
 
     async def save(self, balances: Mapping[str, Balances], orders_: Sequence[PaperOrder]) -> None:
-        async with self._engine.begin() as conn:
-            for account, values in balances.items():
-                await conn.execute(delete(paper_balances).where(paper_balances.c.account == account))
-                if values:
-                    await conn.execute(
-                        insert(paper_balances),
-                        [
-                            {"account": account, "asset": a, "free": str(f), "locked": str(lk)}
-                            for a, (f, lk) in values.items()
-                        ],
-                    )
-            if orders_:
-                ids = [o.venue_order_id for o in orders_]
-                await conn.execute(delete(paper_orders).where(paper_orders.c.venue_order_id.in_(ids)))
-                await conn.execute(
-                    insert(paper_orders),
-                    [
+        balance_rows = [
+            {"b_account": account, "b_asset": a, "free": str(f), "locked": str(lk)}
+            for account, values in balances.items()
+            for a, (f, lk) in values.items()
+        ]
+        order_rows = [
+            {
+                "b_id": o.venue_order_id,
+                "account": o.account,
+                "client_order_id": o.client_order_id,
+                "data": _encode(o).decode(),
+            }
+            for o in orders_
+        ]
+
+        def run(conn: Connection) -> None:
+            for row in balance_rows:  # update in place; insert the first time an asset appears
+                if not conn.execute(_UPDATE_BALANCE, row).rowcount:
+                    conn.execute(
+                        _INSERT_BALANCE,
                         {
-                            "venue_order_id": o.venue_order_id,
-                            "account": o.account,
-                            "client_order_id": o.client_order_id,
-                            "data": _encode(o).decode(),
-                        }
-                        for o in orders_
-                    ],
-                )
+                            "account": row["b_account"],
+                            "asset": row["b_asset"],
+                            "free": row["free"],
+                            "locked": row["locked"],
+                        },
+                    )
+            for row in order_rows:
+                if not conn.execute(_UPDATE_PAPER_ORDER, row).rowcount:
+                    conn.execute(
+                        _INSERT_PAPER_ORDER,
+                        {
+                            "venue_order_id": row["b_id"],
+                            "account": row["account"],
+                            "client_order_id": row["client_order_id"],
+                            "data": row["data"],
+                        },
+                    )
+
+        await self._db.write(run)

@@ -1,13 +1,14 @@
-"""Alembic environment: runs migrations over the async engine Bastion uses."""
+"""Alembic environment: SQLite through a plain engine, PostgreSQL through asyncpg."""
 
 from __future__ import annotations
 
 import asyncio
 
 from alembic import context
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from bastion.store.db import create_engine
 from bastion.store.tables import metadata
 
 
@@ -17,8 +18,8 @@ def _run(connection: Connection) -> None:
         context.run_migrations()
 
 
-async def _main(url: str) -> None:
-    engine = create_engine(url)
+async def _run_async(url: str) -> None:
+    engine = create_async_engine(url)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
@@ -27,4 +28,18 @@ async def _main(url: str) -> None:
         await engine.dispose()
 
 
-asyncio.run(_main(context.config.attributes["database_url"]))
+def main(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+                _run(connection)
+                connection.commit()
+        finally:
+            engine.dispose()
+    else:
+        asyncio.run(_run_async(url))
+
+
+main(context.config.attributes["database_url"])

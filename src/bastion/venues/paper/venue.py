@@ -161,9 +161,9 @@ class PaperVenue:
             now_us, changes = await self._enter(account)
             try:
                 order, placed = self._engine.place(account, request, now_us)
+                changes.merge(placed)
             finally:
-                await self._persist(changes)
-            await self._persist(placed)
+                await self._persist(changes)  # what the market did, and the order if placed: one write
             return to_venue_order(order)
 
     async def cancel(self, account: str, venue_order_id: str) -> VenueOrder:
@@ -171,9 +171,9 @@ class PaperVenue:
             now_us, changes = await self._enter(account)
             try:
                 order, canceled = self._engine.cancel(account, venue_order_id, now_us)
+                changes.merge(canceled)
             finally:
                 await self._persist(changes)
-            await self._persist(canceled)
             return to_venue_order(order)
 
     async def order(self, account: str, venue_order_id: str) -> VenueOrder | None:
