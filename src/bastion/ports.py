@@ -104,12 +104,10 @@ class OrderStore(Protocol):
 
 
 class Ledger(Protocol):
-    async def append(
-        self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None, isolate: bool = False
-    ) -> int:
+    async def append(self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None) -> int:
         """Append an entry and return its index once it is durable.  ``write``, if given, runs
-        in the same transaction.  With ``isolate``, a ``write`` that raises is rolled back with
-        its entry alone, and ``append`` raises its exception."""
+        in the same transaction; if it raises :class:`RowConflict` (having written nothing),
+        the entry is skipped and ``append`` raises that exception."""
         ...
 
     def enqueue(
@@ -160,6 +158,9 @@ class PendingEntry:
     time_us: int
     index: int = field(default=-1)
     write: RowWrite | None = None
-    isolate: bool = False  # run ``write`` in a savepoint: it may fail (a unique-key conflict)
-    # Set when an isolated ``write`` failed: the entry was not written, its caller gets this.
+    # Set when ``write`` raised RowConflict (it wrote nothing): the entry is skipped, its caller gets this.
     error: Exception | None = None
+
+
+class RowConflict(Exception):
+    """Raised by a row write that found its unique key taken and wrote nothing."""

@@ -189,3 +189,14 @@ async def test_list_filters_open_and_closed(rig: Rig) -> None:
 async def test_unknown_ticker_is_404(rig: Rig) -> None:
     verdict, _ = await rig.send(Req("get_ticker", path_params={"symbol": "NOPE"}))
     assert isinstance(verdict, Deny) and verdict.code is ErrorCode.NOT_FOUND
+
+
+def test_order_ids_are_well_formed_and_unique() -> None:
+    import re
+
+    from bastion.pipeline.forward import new_order_id
+    from bastion.schema import ORDER_ID_PATTERN
+
+    ids = {new_order_id() for _ in range(5000)}
+    assert len(ids) == 5000
+    assert all(re.fullmatch(ORDER_ID_PATTERN, i) for i in ids)

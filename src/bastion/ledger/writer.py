@@ -3,8 +3,8 @@
 ``append`` returns only after the batch holding the entry is committed, so a caller that
 acknowledges after ``append`` acknowledges only what is durable.  An entry may carry a row
 write that commits in the same transaction (an order's state with the entry that records
-it), so nothing is ever half-recorded.  A row write that fails (a unique-key conflict) is
-rolled back alone, with its entry, and only its caller gets the error.  If a whole batch
+it), so nothing is ever half-recorded.  A row write that finds its unique key taken writes
+nothing and raises ``RowConflict``: its entry is skipped and only its caller gets the error.  If a whole batch
 fails, every caller in it gets the exception and the writer stays usable.
 """
 
@@ -22,9 +22,9 @@ from bastion.ports import Clock, PendingEntry, RowWrite
 
 class LedgerStore(Protocol):
     async def append_batch(self, entries: Sequence[PendingEntry]) -> None:
-        """In one transaction: run each entry's row write (isolated; on failure set its
-        ``error`` and skip the entry), then chain and write the remaining entries after the
-        stored head, setting each one's ``index``."""
+        """In one transaction: run each entry's row write (one that raises ``RowConflict``
+        sets the entry's ``error`` and skips it), then chain and write the remaining entries
+        after the stored head, setting each one's ``index``."""
         ...
 
 
@@ -50,25 +50,19 @@ class LedgerWriter:
                 await self._task
             self._task = None
 
-    async def append(
-        self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None, isolate: bool = False
-    ) -> int:
-        return await self._put(kind, data, write, isolate)
+    async def append(self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None) -> int:
+        return await self._put(kind, data, write)
 
     def enqueue(
         self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None
     ) -> Awaitable[int]:
-        return self._put(kind, data, write, False)
+        return self._put(kind, data, write)
 
-    def _put(
-        self, kind: str, data: Mapping[str, object], write: RowWrite | None, isolate: bool
-    ) -> asyncio.Future[int]:
+    def _put(self, kind: str, data: Mapping[str, object], write: RowWrite | None) -> asyncio.Future[int]:
         if self._task is None:
             raise LedgerError("ledger writer is not running")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        entry = PendingEntry(
-            kind=kind, data=data, time_us=to_us(self._clock.now()), write=write, isolate=isolate
-        )
+        entry = PendingEntry(kind=kind, data=data, time_us=to_us(self._clock.now()), write=write)
         self._queue.put_nowait((entry, future))
         return future
 

@@ -36,7 +36,13 @@ _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def new_order_id() -> str:
-    return "ord_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
+    """``ord_`` + 24 base62 characters from 143 random bits: unguessable, not sequential."""
+    number = int.from_bytes(secrets.token_bytes(18), "big")
+    chars = []
+    for _ in range(24):
+        number, rem = divmod(number, 62)
+        chars.append(_ID_ALPHABET[rem])
+    return "ord_" + "".join(chars)
 
 
 class KeyedLocks:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 
 from bastion.errors import LedgerError
 from bastion.ledger.chain import GENESIS, make_entry
-from bastion.ports import KeyRecord, LedgerRow, OrderRecord, PendingEntry, RowWrite
+from bastion.ports import KeyRecord, LedgerRow, OrderRecord, PendingEntry, RowConflict, RowWrite
 
 
 class MemoryKeyStore:
@@ -39,9 +39,7 @@ class MemoryLedger:
             future.set_exception(exc)
         return future
 
-    async def append(
-        self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None, isolate: bool = False
-    ) -> int:
+    async def append(self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None) -> int:
         return self._append(kind, data, write)
 
     def _append(self, kind: str, data: Mapping[str, object], write: RowWrite | None) -> int:
@@ -123,7 +121,7 @@ class MemoryLedgerStore:
             if entry.write is not None:
                 try:
                     entry.write(None)
-                except Exception as exc:  # isolated: only this entry's caller sees it
+                except RowConflict as exc:  # only this entry's caller sees it
                     entry.error = exc
                     continue
             row = make_entry(len(self.rows), prev, entry.kind, entry.time_us, entry.data)

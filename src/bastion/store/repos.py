@@ -10,6 +10,8 @@ from decimal import Decimal
 
 import msgspec
 from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -18,7 +20,7 @@ from bastion.domain.orders import OrderRequest, VenueOrder
 from bastion.domain.principals import Scope
 from bastion.errors import LedgerError
 from bastion.ledger.chain import GENESIS, make_entry
-from bastion.ports import KeyRecord, Ledger, LedgerRow, OrderRecord, OrderState, PendingEntry
+from bastion.ports import KeyRecord, Ledger, LedgerRow, OrderRecord, OrderState, PendingEntry, RowConflict
 from bastion.store.db import Database
 from bastion.store.tables import accounts, api_keys, ledger_entries, orders, paper_balances, paper_orders
 from bastion.venues.paper.engine import PaperOrder
@@ -33,7 +35,11 @@ _ORDER_BY_ID = select(orders).where(orders.c.id == bindparam("b_id"))
 _ORDER_BY_CLIENT_ID = select(orders).where(
     orders.c.account == bindparam("b_account"), orders.c.client_order_id == bindparam("b_client_order_id")
 )
-_INSERT_ORDER = insert(orders)
+# INSERT ... ON CONFLICT DO NOTHING: a taken client order id writes nothing (rowcount 0).
+_INSERT_ORDER_OR_SKIP = {
+    "sqlite": sqlite_insert(orders).on_conflict_do_nothing(),
+    "postgresql": postgresql_insert(orders).on_conflict_do_nothing(),
+}
 _UPDATE_ORDER = update(orders).where(orders.c.id == bindparam("b_id"))
 _LEDGER_HEAD = (
     select(ledger_entries.c.idx, ledger_entries.c.hash).order_by(ledger_entries.c.idx.desc()).limit(1)
@@ -197,11 +203,14 @@ class SqlOrderStore:
             "request": _encode(record.request).decode(),
             "created_us": to_us(record.created_at),
         }
+
+        def write(conn: Connection) -> None:
+            if not conn.execute(_INSERT_ORDER_OR_SKIP[conn.dialect.name], values).rowcount:
+                raise RowConflict(record.request.client_order_id)
+
         try:
-            await self._journal.append(
-                *entry, write=lambda conn: conn.execute(_INSERT_ORDER, values), isolate=True
-            )
-        except IntegrityError:
+            await self._journal.append(*entry, write=write)
+        except RowConflict:
             return False
         return True
 
@@ -236,30 +245,30 @@ class SqlOrderStore:
 
 
 class SqlLedgerStore:
-    """Chains and writes batches after the stored head, in one transaction.  Several processes
-    may write (the server and the CLI): ``BEGIN IMMEDIATE`` on SQLite serialises them, and a
-    batch that still loses the race for an index (primary-key conflict) is re-chained."""
+    """Chains and writes batches after the head, in one transaction.  The head is cached;
+    several processes may write (the server and the CLI), and a batch that finds its index
+    taken (a primary-key conflict) is rolled back whole, re-chained on the stored head and
+    retried, its row writes with it."""
 
     def __init__(self, db: Database, attempts: int = 20) -> None:
         self._db = db
         self._attempts = attempts
+        self._head: tuple[int, bytes] | None = None  # (next index, last hash)
 
-    @staticmethod
-    def _append(conn: Connection, entries: Sequence[PendingEntry]) -> list[LedgerRow]:
+    def _append(
+        self, conn: Connection, entries: Sequence[PendingEntry]
+    ) -> tuple[list[LedgerRow], tuple[int, bytes]]:
         for entry in entries:
             entry.error = None
-            if entry.write is None:
-                continue
-            if not entry.isolate:
-                entry.write(conn)
-                continue
-            try:
-                with conn.begin_nested():
+            if entry.write is not None:
+                try:
                     entry.write(conn)
-            except IntegrityError as exc:
-                entry.error = exc
-        head = conn.execute(_LEDGER_HEAD).first()
-        index, prev = (0, GENESIS) if head is None else (head.idx + 1, bytes(head.hash))
+                except RowConflict as exc:  # it wrote nothing; skip its entry
+                    entry.error = exc
+        if self._head is None:
+            stored = conn.execute(_LEDGER_HEAD).first()
+            self._head = (0, GENESIS) if stored is None else (stored.idx + 1, bytes(stored.hash))
+        index, prev = self._head
         rows: list[LedgerRow] = []
         for entry in entries:
             if entry.error is not None:
@@ -268,23 +277,24 @@ class SqlLedgerStore:
             rows.append(row)
             prev, index = row.hash, index + 1
         if rows:
-            conn.execute(
-                insert(ledger_entries), [{"idx": r.index, "body": r.body, "hash": r.hash} for r in rows]
-            )
-        return rows
+            conn.execute(_INSERT_LEDGER, [{"idx": r.index, "body": r.body, "hash": r.hash} for r in rows])
+        return rows, (index, prev)
 
     async def append_batch(self, entries: Sequence[PendingEntry]) -> None:
         for attempt in range(self._attempts):
             try:
-                rows = await self._db.write(lambda conn: self._append(conn, entries))
+                rows, head = await self._db.write(lambda conn: self._append(conn, entries))
             except (IntegrityError, OperationalError):
+                self._head = None  # another writer moved the head: read it again
                 await asyncio.sleep(0.005 * (attempt + 1))
                 continue
+            self._head = head
             written = iter(rows)
             for entry in entries:
                 if entry.error is None:
                     entry.index = next(written).index
             return
+        self._head = None
         raise LedgerError("could not append to the ledger: the database stayed busy")
 
     async def rows(self, chunk: int = 5000) -> AsyncIterator[LedgerRow]:
