@@ -16,13 +16,11 @@ import asyncio
 import sys
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
 import msgspec
-from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from bastion.config import load_settings
@@ -35,16 +33,14 @@ from bastion.pipeline.context import RequestContext
 from bastion.pipeline.firewall import to_order_request
 from bastion.ports import Ledger, OrderRecord, OrderState, RowWrite
 from bastion.schema import PlaceOrder
-from bastion.server import run
+from bastion.server import run, services_lifespan
 from bastion.services import Services
 
 CPU: dict[str, list[int]] = defaultdict(list)
 
 
 class NullLedger:
-    async def append(
-        self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None, isolate: bool = False
-    ) -> int:
+    async def append(self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None) -> int:
         return 0
 
     def enqueue(
@@ -113,12 +109,10 @@ class TimedLedger:
     def __init__(self, inner: Ledger) -> None:
         self.inner = inner
 
-    async def append(
-        self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None, isolate: bool = False
-    ) -> int:
+    async def append(self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None) -> int:
         start = time.process_time_ns()
         try:
-            return await self.inner.append(kind, data, write=write, isolate=isolate)
+            return await self.inner.append(kind, data, write=write)
         finally:
             CPU["ledger " + kind].append(time.process_time_ns() - start)
 
@@ -136,15 +130,9 @@ class TimedLedger:
 
 
 def build(services: Services, mode: str, stats_file: Path | None) -> ASGIApp:
-    @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        await services.start()
-        try:
-            yield
-        finally:
-            await services.close()
-            if stats_file is not None:
-                await asyncio.to_thread(stats_file.write_bytes, msgspec.json.encode(dict(CPU)))
+    async def write_stats() -> None:
+        if stats_file is not None:
+            await asyncio.to_thread(stats_file.write_bytes, msgspec.json.encode(dict(CPU)))
 
     ledger: Ledger = services.ledger
     if mode == "G":
@@ -166,7 +154,7 @@ def build(services: Services, mode: str, stats_file: Path | None) -> ASGIApp:
         clock=services.clock,
         venue_name=services.venue.name,
         max_body_bytes=services.settings.server.max_body_bytes,
-        lifespan=lifespan,
+        lifespan=services_lifespan(services, write_stats),
     )
 
 

@@ -61,7 +61,8 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.PAYLOAD_TOO_LARGE: "The request body is too large.",
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: "The request body must be application/json.",
     ErrorCode.ORDER_REJECTED: "The order was rejected.",
-    ErrorCode.INTERNAL_ERROR: "Internal error; the request was not executed or its outcome is recorded.",
+    ErrorCode.INTERNAL_ERROR: "Internal error: the request was refused. Retrying an order with the same "
+    "client_order_id is safe.",
     ErrorCode.VENUE_UNAVAILABLE: "The venue is unavailable; retry with the same client order id.",
 }
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import uvicorn
@@ -18,9 +18,10 @@ from bastion.services import Services
 from bastion.tls import server_context
 
 
-def build_app(services: Services, stages: tuple[Stage, ...] | None = None) -> ASGIApp:
-    """The ASGI app.  ``stages`` defaults to the production chain; only benchmarks pass
-    another (a bare pass-through to compare against), and no setting reaches this."""
+def services_lifespan(
+    services: Services, on_close: Callable[[], Awaitable[None]] | None = None
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """Start ``services`` with the server and close them (then ``on_close``) when it stops."""
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -29,7 +30,15 @@ def build_app(services: Services, stages: tuple[Stage, ...] | None = None) -> AS
             yield
         finally:
             await services.close()
+            if on_close is not None:
+                await on_close()
 
+    return lifespan
+
+
+def build_app(services: Services, stages: tuple[Stage, ...] | None = None) -> ASGIApp:
+    """The ASGI app.  ``stages`` defaults to the production chain; no setting reaches it."""
+    lifespan = services_lifespan(services)
     pipeline = Pipeline(stages if stages is not None else services.stages(), services.ledger)
     return create_app(
         pipeline=pipeline,

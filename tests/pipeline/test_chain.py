@@ -82,3 +82,10 @@ async def test_a_ledger_failure_is_not_swallowed() -> None:
     ledger.fail = True
     with pytest.raises(LedgerError):
         await Pipeline((Never(),), ledger).run(context(Req("get_account"), FakeClock()))
+
+
+async def test_recorded_paths_are_bounded() -> None:
+    ledger = MemoryLedger()
+    ctx = context(Req("get_order", path_params={"id": "x" * 100_000}), FakeClock())
+    await Pipeline((Never(),), ledger).run(ctx)
+    assert len(str(ledger.entries[-1][1]["path"])) == 512

@@ -28,11 +28,13 @@ from bastion.venues.paper.engine import PaperFill, PaperOrder
 clock = FakeClock()
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Database]:
+@pytest.fixture(params=[True, False], ids=["sqlite-fast-path", "portable-sqlalchemy"])
+async def engine(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    """Every repository test runs on both paths: sqlite3 directly, and the portable
+    SQLAlchemy statements that PostgreSQL uses."""
     url = sqlite_url(tmp_path / "t.db")
     await asyncio.to_thread(migrate, url)
-    db = Database(url)
+    db = Database(url, sqlite_fast_path=request.param)
     await db.start()
     yield db
     await db.close()
@@ -68,6 +70,24 @@ async def test_writes_from_another_connection_are_seen(engine: Database, tmp_pat
     assert await SqlAccounts(other).create("late", clock.now())
     assert await SqlAccounts(engine).exists("late")
     await other.close()
+
+
+async def test_fast_path_writes_commit_and_roll_back_with_the_transaction(engine: Database) -> None:
+    journal = LedgerWriter(SqlLedgerStore(engine), clock)
+    await journal.start()
+    await journal.append("a", {"n": 1})
+    await journal.close()
+    fresh = Database(engine.url)  # another connection: only committed rows are visible
+    assert await SqlLedgerStore(fresh).count() == 1
+    store = SqlLedgerStore(engine)
+
+    def boom(conn: object) -> None:
+        raise RuntimeError("after the ledger rows were written")
+
+    with pytest.raises(RuntimeError):
+        await engine.write(lambda conn: (store._append(conn, [PendingEntry("b", {"n": 2}, 2)]), boom(conn)))
+    assert await SqlLedgerStore(fresh).count() == 1
+    await fresh.close()
 
 
 async def test_keys_round_trip_and_revoke(engine: Database) -> None:
@@ -184,7 +204,7 @@ async def test_concurrent_duplicates_in_one_batch_fail_only_themselves(
 async def test_concurrent_ledger_writers_share_one_chain(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "l.db")
     await asyncio.to_thread(migrate, url)
-    engines = [Database(url), Database(url)]
+    engines = [Database(url), Database(url, sqlite_fast_path=False)]
     writers = [LedgerWriter(SqlLedgerStore(e), clock) for e in engines]
     for w in writers:
         await w.start()
@@ -234,3 +254,19 @@ async def test_paper_state_round_trips(engine: Database) -> None:
     assert state.orders == [order]
     assert await store.max_sequence() == 7
     assert await store.load("bob") is None
+
+
+async def test_a_stale_cached_head_is_detected_and_retried(engine: Database) -> None:
+    """The server caches the ledger head; the CLI appending meanwhile must not break it."""
+    server = LedgerWriter(SqlLedgerStore(engine), clock)
+    await server.start()
+    assert await server.append("server", {"n": 1}) == 0
+    cli = Database(engine.url, sqlite_fast_path=True)
+    cli_writer = LedgerWriter(SqlLedgerStore(cli), clock)
+    await cli_writer.start()
+    assert await cli_writer.append("cli", {"n": 2}) == 1
+    await cli_writer.close()
+    await cli.close()
+    assert await server.append("server", {"n": 3}) == 2
+    await server.close()
+    assert verify([row async for row in SqlLedgerStore(engine).rows()])[0] == 3

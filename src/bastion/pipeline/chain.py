@@ -30,6 +30,7 @@ from bastion.pipeline.replay import ReplayGuard
 from bastion.ports import Clock, KeyStore, Ledger, NonceStore, OrderStore, Venue
 
 STAGE_ORDER = ("firewall", "authn", "replay", "authz", "forward")
+MAX_RECORDED_PATH = 512
 
 log = structlog.get_logger("bastion.pipeline")
 
@@ -106,7 +107,7 @@ class Pipeline:
             "request_id": ctx.request_id,
             "route": ctx.route.name,
             "method": ctx.method,
-            "path": ctx.path,
+            "path": ctx.path[:MAX_RECORDED_PATH],  # the firewall has not bounded it on every denial
             "client_ip": ctx.client_ip,
             "request_digest": request_digest(ctx),
             "key_id": principal.key_id if principal else None,

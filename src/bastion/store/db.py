@@ -16,6 +16,12 @@ so the same code serves both back ends:
 
 A function passed to ``write`` runs inside one transaction: it commits if the function
 returns and rolls back if it raises.
+
+On SQLite the hottest statements (a key by id, an order by id, the order and ledger writes
+of the journal) may run on the sqlite3 connection under SQLAlchemy's, in the same
+transaction: :meth:`Database.sqlite` hands it out.  Measured here, a statement costs ~3 µs
+that way against ~25 µs through SQLAlchemy.  Repositories keep the SQLAlchemy statement as
+the portable path; ``sqlite_fast_path=False`` forces it, and the store tests run both.
 """
 
 from __future__ import annotations
@@ -68,8 +74,9 @@ def _sqlite_engine(url: str, *, writer: bool) -> Engine:
 class Database:
     """See the module docstring.  Build with :meth:`open`; call :meth:`close` at shutdown."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, sqlite_fast_path: bool = True) -> None:
         self.url = url
+        self._fast = sqlite_fast_path
         self._async: AsyncEngine | None = None
         self._reader: Connection | None = None
         self._writer: Connection | None = None
@@ -85,6 +92,14 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self._async is None
+
+    def sqlite(self, conn: Connection) -> sqlite3.Connection | None:
+        """The sqlite3 connection under ``conn`` when the SQLite fast path applies, else None."""
+        if self._fast and self._async is None:
+            driver = conn.connection.driver_connection
+            if isinstance(driver, sqlite3.Connection):
+                return driver
+        return None
 
     def _connections(self) -> tuple[Connection, Connection]:
         if self._reader is None or self._writer is None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bastion.clock import from_us, to_us
@@ -35,6 +36,57 @@ _ORDER_BY_ID = select(orders).where(orders.c.id == bindparam("b_id"))
 _ORDER_BY_CLIENT_ID = select(orders).where(
     orders.c.account == bindparam("b_account"), orders.c.client_order_id == bindparam("b_client_order_id")
 )
+# The same statements as plain SQL for the SQLite fast path (Database.sqlite).
+_KEY_COLUMNS = (
+    "key_id",
+    "account",
+    "alg",
+    "public_key",
+    "scopes",
+    "label",
+    "created_us",
+    "expires_us",
+    "revoked_us",
+)
+_ORDER_COLUMNS = (
+    "id",
+    "account",
+    "key_id",
+    "client_order_id",
+    "symbol",
+    "fingerprint",
+    "request",
+    "state",
+    "status",
+    "venue_order_id",
+    "reject_reason",
+    "snapshot",
+    "created_us",
+    "updated_us",
+)
+_ORDER_STATE_COLUMNS = ("state", "status", "venue_order_id", "reject_reason", "snapshot", "updated_us")
+_SQL_KEY_BY_ID = (
+    "SELECT key_id, account, alg, public_key, scopes, label, created_us, expires_us, revoked_us "
+    "FROM api_keys WHERE key_id = ?"
+)
+_SQL_ORDER_SELECT = (
+    "SELECT id, account, key_id, client_order_id, symbol, fingerprint, request, state, status, "
+    "venue_order_id, reject_reason, snapshot, created_us, updated_us FROM orders "
+)
+_SQL_ORDER_BY_ID = _SQL_ORDER_SELECT + "WHERE id = ?"
+_SQL_ORDER_BY_CLIENT_ID = _SQL_ORDER_SELECT + "WHERE account = ? AND client_order_id = ?"
+_SQL_INSERT_ORDER = (
+    "INSERT INTO orders (id, account, key_id, client_order_id, symbol, fingerprint, request, state, status, "
+    "venue_order_id, reject_reason, snapshot, created_us, updated_us) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_SQL_UPDATE_ORDER = (
+    "UPDATE orders SET state = ?, status = ?, venue_order_id = ?, reject_reason = ?, snapshot = ?, "
+    "updated_us = ? WHERE id = ?"
+)
+_SQL_LEDGER_HEAD = "SELECT idx, hash FROM ledger_entries ORDER BY idx DESC LIMIT 1"
+_SQL_INSERT_LEDGER = "INSERT INTO ledger_entries (idx, body, hash) VALUES (?, ?, ?)"
+
 # INSERT ... ON CONFLICT DO NOTHING: a taken client order id writes nothing (rowcount 0).
 _INSERT_ORDER_OR_SKIP = {
     "sqlite": sqlite_insert(orders).on_conflict_do_nothing(),
@@ -76,8 +128,7 @@ class SqlAccounts:
         return await self._db.read(lambda conn: [r.name for r in conn.execute(query)])
 
 
-def _key_from_row(row: Row[tuple[object, ...]]) -> KeyRecord:
-    m = row._mapping
+def _key_from_row(m: Mapping[Any, Any]) -> KeyRecord:
     return KeyRecord(
         key_id=m["key_id"],
         account=m["account"],
@@ -97,8 +148,12 @@ class SqlKeyStore:
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         def run(conn: Connection) -> KeyRecord | None:
+            raw = self._db.sqlite(conn)
+            if raw is not None:
+                found = raw.execute(_SQL_KEY_BY_ID, (key_id,)).fetchone()
+                return None if found is None else _key_from_row(dict(zip(_KEY_COLUMNS, found, strict=True)))
             row = conn.execute(_KEY_BY_ID, {"b_key_id": key_id}).first()
-            return None if row is None else _key_from_row(row)
+            return None if row is None else _key_from_row(row._mapping)
 
         return await self._db.read(run)
 
@@ -120,7 +175,7 @@ class SqlKeyStore:
         query = select(api_keys).order_by(api_keys.c.created_us)
         if account is not None:
             query = query.where(api_keys.c.account == account)
-        return await self._db.read(lambda conn: [_key_from_row(r) for r in conn.execute(query)])
+        return await self._db.read(lambda conn: [_key_from_row(r._mapping) for r in conn.execute(query)])
 
     async def revoke(self, key_id: str, now: datetime) -> bool:
         statement = (
@@ -131,8 +186,7 @@ class SqlKeyStore:
         return await self._db.write(lambda conn: bool(conn.execute(statement).rowcount))
 
 
-def _order_from_row(row: Row[tuple[object, ...]]) -> OrderRecord:
-    m = row._mapping
+def _order_from_row(m: Mapping[Any, Any]) -> OrderRecord:
     snapshot = m["snapshot"]
     return OrderRecord(
         id=m["id"],
@@ -171,10 +225,18 @@ class SqlOrderStore:
         # are shallow: a record's request and snapshot are frozen, only its own fields change.
         self._queued: dict[str, OrderRecord] = {}
 
-    async def _one(self, query: Select[tuple[object, ...]], params: dict[str, str]) -> OrderRecord | None:
+    async def _one(
+        self, query: Select[tuple[object, ...]], params: dict[str, str], sql: str, args: tuple[str, ...]
+    ) -> OrderRecord | None:
         def run(conn: Connection) -> OrderRecord | None:
+            raw = self._db.sqlite(conn)
+            if raw is not None:
+                found = raw.execute(sql, args).fetchone()
+                return (
+                    None if found is None else _order_from_row(dict(zip(_ORDER_COLUMNS, found, strict=True)))
+                )
             row = conn.execute(query, params).first()
-            return None if row is None else _order_from_row(row)
+            return None if row is None else _order_from_row(row._mapping)
 
         return await self._db.read(run)
 
@@ -182,14 +244,17 @@ class SqlOrderStore:
         queued = self._queued.get(order_id)
         if queued is not None:
             return copy.copy(queued)
-        return await self._one(_ORDER_BY_ID, {"b_id": order_id})
+        return await self._one(_ORDER_BY_ID, {"b_id": order_id}, _SQL_ORDER_BY_ID, (order_id,))
 
     async def find(self, account: str, client_order_id: str) -> OrderRecord | None:
         for queued in self._queued.values():
             if queued.account == account and queued.request.client_order_id == client_order_id:
                 return copy.copy(queued)
         return await self._one(
-            _ORDER_BY_CLIENT_ID, {"b_account": account, "b_client_order_id": client_order_id}
+            _ORDER_BY_CLIENT_ID,
+            {"b_account": account, "b_client_order_id": client_order_id},
+            _SQL_ORDER_BY_CLIENT_ID,
+            (account, client_order_id),
         )
 
     async def insert(self, record: OrderRecord, entry: tuple[str, Mapping[str, object]]) -> bool:
@@ -205,7 +270,12 @@ class SqlOrderStore:
         }
 
         def write(conn: Connection) -> None:
-            if not conn.execute(_INSERT_ORDER_OR_SKIP[conn.dialect.name], values).rowcount:
+            raw = self._db.sqlite(conn)
+            if raw is not None:
+                written = raw.execute(_SQL_INSERT_ORDER, tuple(values[c] for c in _ORDER_COLUMNS)).rowcount
+            else:
+                written = conn.execute(_INSERT_ORDER_OR_SKIP[conn.dialect.name], values).rowcount
+            if not written:
                 raise RowConflict(record.request.client_order_id)
 
         try:
@@ -219,11 +289,18 @@ class SqlOrderStore:
 
     def save_later(self, record: OrderRecord, entry: tuple[str, Mapping[str, object]]) -> Awaitable[int]:
         values = _order_values(record) | {"b_id": record.id}
+        args = (*(values[c] for c in _ORDER_STATE_COLUMNS), record.id)
         snapshot = copy.copy(record)
+
+        def write(conn: Connection) -> None:
+            raw = self._db.sqlite(conn)
+            if raw is not None:
+                raw.execute(_SQL_UPDATE_ORDER, args)
+            else:
+                conn.execute(_UPDATE_ORDER, values)
+
         self._queued[record.id] = snapshot
-        done = asyncio.ensure_future(
-            self._journal.enqueue(*entry, write=lambda conn: conn.execute(_UPDATE_ORDER, values))
-        )
+        done = asyncio.ensure_future(self._journal.enqueue(*entry, write=write))
 
         def forget(_: object) -> None:
             if self._queued.get(record.id) is snapshot:
@@ -241,7 +318,7 @@ class SqlOrderStore:
         if statuses is not None:
             query = query.where(orders.c.status.in_(list(statuses)))
         query = query.order_by(orders.c.created_us.desc(), orders.c.id.desc()).limit(limit)
-        return await self._db.read(lambda conn: [_order_from_row(r) for r in conn.execute(query)])
+        return await self._db.read(lambda conn: [_order_from_row(r._mapping) for r in conn.execute(query)])
 
 
 class SqlLedgerStore:
@@ -265,9 +342,14 @@ class SqlLedgerStore:
                     entry.write(conn)
                 except RowConflict as exc:  # it wrote nothing; skip its entry
                     entry.error = exc
+        raw = self._db.sqlite(conn)
         if self._head is None:
-            stored = conn.execute(_LEDGER_HEAD).first()
-            self._head = (0, GENESIS) if stored is None else (stored.idx + 1, bytes(stored.hash))
+            stored = (
+                raw.execute(_SQL_LEDGER_HEAD).fetchone()
+                if raw is not None
+                else conn.execute(_LEDGER_HEAD).first()
+            )
+            self._head = (0, GENESIS) if stored is None else (stored[0] + 1, bytes(stored[1]))
         index, prev = self._head
         rows: list[LedgerRow] = []
         for entry in entries:
@@ -276,7 +358,9 @@ class SqlLedgerStore:
             row = make_entry(index, prev, entry.kind, entry.time_us, entry.data)
             rows.append(row)
             prev, index = row.hash, index + 1
-        if rows:
+        if rows and raw is not None:
+            raw.executemany(_SQL_INSERT_LEDGER, [(r.index, r.body, r.hash) for r in rows])
+        elif rows:
             conn.execute(_INSERT_LEDGER, [{"idx": r.index, "body": r.body, "hash": r.hash} for r in rows])
         return rows, (index, prev)
 
@@ -284,8 +368,10 @@ class SqlLedgerStore:
         for attempt in range(self._attempts):
             try:
                 rows, head = await self._db.write(lambda conn: self._append(conn, entries))
-            except (IntegrityError, OperationalError):
-                self._head = None  # another writer moved the head: read it again
+            except (IntegrityError, OperationalError, sqlite3.IntegrityError, sqlite3.OperationalError):
+                # Another writer moved the head (a primary-key conflict; raw sqlite3 statements
+                # raise sqlite3's own errors) or held the lock too long: re-read and retry.
+                self._head = None
                 await asyncio.sleep(0.005 * (attempt + 1))
                 continue
             self._head = head
