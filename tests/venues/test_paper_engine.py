@@ -48,7 +48,15 @@ def test_quote_replays_bars_with_spread() -> None:
     engine = PaperEngine({"X-USD": market}, bar_seconds=60, epoch_us=0, funding={})
     assert engine.quote("X-USD", 0) == (D("99.90"), D("100.10"), D("100"))
     assert engine.quote("X-USD", 60 * BAR_US)[2] == D("200")
-    assert engine.quote("X-USD", 120 * BAR_US)[2] == D("100")  # wraps around
+    assert engine.quote("X-USD", 120 * BAR_US)[2] == D("100")  # and back
+
+
+def test_replay_runs_forward_then_backward_without_a_jump() -> None:
+    instrument = Instrument("X-USD", "X", "USD", AssetClass.CRYPTO, D("0.01"), D("0.1"), D("1"))
+    market = Market(instrument, [bar("1"), bar("2"), bar("3")], D("1"), D("0"))
+    engine = PaperEngine({"X-USD": market}, bar_seconds=1, epoch_us=0, funding={})
+    closes = [engine.bar("X-USD", n).close for n in range(9)]
+    assert closes == [D(c) for c in (1, 2, 3, 2, 1, 2, 3, 2, 1)]
 
 
 def test_market_buy_fills_up_to_depth_and_expires_the_rest() -> None:

@@ -1,9 +1,10 @@
 """The paper venue's matching engine: pure, synchronous and deterministic under a given time.
 
-Prices replay historical bars: bar number ``n = (t - epoch) // bar_seconds`` shows bar
-``bars[n % len(bars)]``.  The quote is the bar's close with a fixed half-spread, rounded
-outward to the tick.  Each bar offers ``depth`` of the base asset at the touch to each order,
-so an order larger than that fills partially.
+Prices replay historical bars: bar number ``n = (t - epoch) // bar_seconds`` shows the
+series played forward, then backward, then forward again (a triangle wave over the bars),
+so the price never jumps from the last bar back to the first.  The quote is the bar's close
+with a fixed half-spread, rounded outward to the tick.  Each bar offers ``depth`` of the
+base asset at the touch to each order, so an order larger than that fills partially.
 
 - market orders fill at the touch (buy at the ask, sell at the bid); what the depth does not
   cover expires (``ioc``) or the whole order expires unfilled (``fok``);
@@ -121,7 +122,11 @@ class PaperEngine:
 
     def bar(self, symbol: str, number: int) -> Bar:
         bars = self.markets[symbol].bars
-        return bars[number % len(bars)]
+        if len(bars) == 1:
+            return bars[0]
+        period = 2 * len(bars) - 2
+        index = number % period
+        return bars[index if index < len(bars) else period - index]
 
     def quote(self, symbol: str, now_us: int) -> tuple[Decimal, Decimal, Decimal]:
         """(bid, ask, last) at ``now_us``."""
