@@ -57,6 +57,12 @@ class FillView(msgspec.Struct, frozen=True):
     time: datetime
 
 
+OrderStatusName = Literal["pending", "new", "partially_filled", "filled", "canceled", "rejected", "expired"]
+_STATUS_NAMES: dict[str, OrderStatusName] = {
+    name: name for name in ("pending", "new", "partially_filled", "filled", "canceled", "rejected", "expired")
+}
+
+
 class OrderView(msgspec.Struct, frozen=True):
     id: str
     client_order_id: str
@@ -218,7 +224,7 @@ def order_view(record: OrderRecord) -> OrderView:
         time_in_force=req.time_in_force,
         quantity=_d(req.quantity),
         price=None if req.price is None else _d(req.price),
-        status=status,  # type: ignore[arg-type]
+        status=_STATUS_NAMES[status],
         filled_quantity=_d(snap.filled_quantity) if snap else "0",
         average_price=_d(snap.average_price) if snap and snap.average_price is not None else None,
         reject_reason=record.reject_reason,
