@@ -91,3 +91,27 @@ async def test_append_before_start_is_refused() -> None:
     writer = LedgerWriter(MemoryLedgerStore(), FakeClock())
     with pytest.raises(LedgerError):
         await writer.append("e", {})
+
+
+async def test_group_commit_shares_commits_under_load_and_not_when_idle() -> None:
+    store = MemoryLedgerStore()
+    writer = LedgerWriter(store, FakeClock(), linger=0.005, busy_window=1.0)
+    await writer.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await writer.append("lone", {})  # idle: committed at once, no linger
+    assert loop.time() - started < 0.005
+    # Busy now: requests arriving within the linger share the next commit.
+    first = asyncio.ensure_future(writer.append("a", {}))
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(writer.append("b", {"n": n})) for n in range(9)]
+    await asyncio.gather(first, *rest)
+    await writer.close()
+    assert store.batches == [1, 10]
+    assert (writer.batches, writer.entries) == (2, 11)
+
+
+def test_group_commit_settings_are_checked() -> None:
+    for bad in ({"linger": -1.0}, {"linger": 0.5}, {"busy_window": -1.0}):
+        with pytest.raises(ValueError, match="linger"):
+            LedgerWriter(MemoryLedgerStore(), FakeClock(), **bad)

@@ -1,7 +1,12 @@
 """The single ledger writer (the journal): appends are queued and committed in batches.
 
 ``append`` returns only after the batch holding the entry is committed, so a caller that
-acknowledges after ``append`` acknowledges only what is durable.  An entry may carry a row
+acknowledges after ``append`` acknowledges only what is durable.
+
+Group commit: while the writer is busy (its previous commit ended less than ``busy_window``
+ago), it lingers ``linger`` seconds before taking a batch, so concurrent requests share one
+commit; an idle writer commits at once, so a lone request waits for nothing.  Commits are
+the largest cost per order (docs/benchmarks.md); ``linger=0`` turns this off.  An entry may carry a row
 write that commits in the same transaction (an order's state with the entry that records
 it), so nothing is ever half-recorded.  A row write that finds its unique key taken writes
 nothing and raises ``RowConflict``: its entry is skipped and only its caller gets the error.  If a whole batch
@@ -32,9 +37,18 @@ _MAX_BATCH = 2000
 
 
 class LedgerWriter:
-    def __init__(self, store: LedgerStore, clock: Clock) -> None:
+    def __init__(
+        self, store: LedgerStore, clock: Clock, *, linger: float = 0.0005, busy_window: float = 0.005
+    ) -> None:
+        if not 0 <= linger <= 0.01 or busy_window < 0:
+            raise ValueError("linger must be 0..10 ms and busy_window non-negative")
         self._store = store
         self._clock = clock
+        self._linger = linger
+        self._busy_window = busy_window
+        self._last_commit = float("-inf")
+        self.batches = 0
+        self.entries = 0
         self._queue: asyncio.Queue[tuple[PendingEntry, asyncio.Future[int]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -69,6 +83,9 @@ class LedgerWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            loop = asyncio.get_running_loop()
+            if self._linger and loop.time() - self._last_commit < self._busy_window:
+                await asyncio.sleep(self._linger)
             while len(batch) < _MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             entries = [entry for entry, _ in batch]
@@ -88,5 +105,8 @@ class LedgerWriter:
                     else:
                         future.set_result(entry.index)
             finally:
+                self._last_commit = loop.time()
+                self.batches += 1
+                self.entries += len(batch)
                 for _ in batch:
                     self._queue.task_done()
