@@ -1,0 +1,106 @@
+"""Master keys: the ``MasterKey`` port (wrap and unwrap data keys) and the keyfile provider.
+
+A master key never leaves its provider: callers hand it a data key to wrap and get a blob
+back.  Providers are versioned so the master key can rotate while old wrapped keys still
+open; a :class:`MasterKeyRing` holds the versions, seals with the newest.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from bastion.crypto.keys import write_secret_file
+from bastion.errors import ConfigError
+
+KEY_BYTES = 32
+_NONCE_BYTES = 12
+
+
+class UnwrapError(Exception):
+    """A wrapped data key did not open (its caller turns this into the opaque VaultError)."""
+
+
+class MasterKey(Protocol):
+    version: int
+
+    def wrap(self, data_key: bytes, context: bytes) -> bytes: ...
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes: ...
+
+
+class KeyfileMasterKey:
+    """A 256-bit master key in a file readable by its owner only.  Wrapping is AES-256-GCM
+    with a random nonce and the seal context as associated data."""
+
+    def __init__(self, path: Path, version: int, *, random: Callable[[int], bytes] = os.urandom) -> None:
+        if version < 1:
+            raise ConfigError("master key versions start at 1")
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise ConfigError(f"master keyfile {path} is missing: run 'bastion init'") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"master keyfile {path} is readable by group or others: chmod 600 it")
+        key = path.read_bytes()
+        if len(key) != KEY_BYTES:
+            raise ConfigError(f"master keyfile {path} must hold exactly {KEY_BYTES} bytes")
+        self.version = version
+        self._aead = AESGCM(key)
+        self._random = random
+
+    @staticmethod
+    def create(path: Path) -> None:
+        """Write a new random key to ``path`` (mode 0600, never overwriting)."""
+        write_secret_file(path, secrets.token_bytes(KEY_BYTES))
+
+    def wrap(self, data_key: bytes, context: bytes) -> bytes:
+        nonce = self._random(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, data_key, context)
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        if len(wrapped) < _NONCE_BYTES + 16:
+            raise UnwrapError("wrapped key too short")
+        try:
+            return self._aead.decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], context)
+        except InvalidTag:
+            raise UnwrapError("wrapped key does not open") from None
+
+
+class MasterKeyRing:
+    """All master-key versions in use; the newest seals, any opens what it sealed."""
+
+    def __init__(self, keys: Mapping[int, MasterKey]) -> None:
+        if not keys:
+            raise ConfigError("the vault needs at least one master key")
+        for version, key in keys.items():
+            if key.version != version:
+                raise ConfigError(f"master key registered as version {version} says {key.version}")
+        self._keys = dict(keys)
+        self.current = self._keys[max(self._keys)]
+
+    def get(self, version: int) -> MasterKey | None:
+        return self._keys.get(version)
+
+    @property
+    def versions(self) -> list[int]:
+        return sorted(self._keys)
+
+
+def keyfile_ring(directory: Path) -> MasterKeyRing:
+    """Every ``master-<version>.key`` in ``directory``."""
+    keys: dict[int, MasterKey] = {}
+    for path in sorted(directory.glob("master-*.key")):
+        stem = path.stem.removeprefix("master-")
+        if stem.isdigit():
+            keys[int(stem)] = KeyfileMasterKey(path, int(stem))
+    if not keys:
+        raise ConfigError(f"no master key in {directory}: run 'bastion init'")
+    return MasterKeyRing(keys)
