@@ -37,7 +37,15 @@ def test_init_makes_a_private_home_and_is_idempotent(home: Path) -> None:
     assert (home / "bastion.db").exists()
     code, out = run("init", "--home", str(home), "--json")
     assert code == 0
-    assert json.loads(out) == {"home": str(home), "created": False}
+    assert json.loads(out) == {"home": str(home), "created": False, "added": []}
+    assert stat.S_IMODE(os.stat(home / "vault" / "master-1.key").st_mode) == 0o600
+
+
+def test_init_adds_the_vault_to_an_older_home(home: Path) -> None:
+    (home / "vault" / "master-1.key").unlink()
+    code, out = run("init", "--home", str(home), "--json")
+    assert code == 0
+    assert json.loads(out)["added"] == [str(home / "vault" / "master-1.key")]
 
 
 def test_account_and_key_lifecycle(home: Path, tmp_path: Path) -> None:

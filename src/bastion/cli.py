@@ -26,9 +26,11 @@ from bastion.domain.principals import parse_scopes
 from bastion.errors import BastionError, ConfigError, LedgerCorrupt
 from bastion.ledger.chain import verify as verify_chain
 from bastion.ports import LedgerRow
-from bastion.services import Services, database_url
-from bastion.store.db import migrate
+from bastion.services import VAULT_DIR, Services, database_url
+from bastion.store.db import Database, migrate
+from bastion.store.repos import SqlLedgerStore
 from bastion.tls import create_self_signed
+from bastion.vault.master import KeyfileMasterKey
 
 app = typer.Typer(
     help="Bastion: a security gateway for trading bots.",
@@ -80,6 +82,16 @@ def _with_services(home: Path, action: Callable[[Services], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
+def _ensure_vault(home: Path) -> list[str]:
+    """Create the vault's first master keyfile if there is none; what was added."""
+    vault = home / VAULT_DIR
+    if any(vault.glob("master-*.key")):
+        return []
+    vault.mkdir(parents=True, exist_ok=True, mode=0o700)
+    KeyfileMasterKey.create(vault / "master-1.key")
+    return [str(vault / "master-1.key")]
+
+
 def _parse_duration(text: str) -> timedelta:
     match = re.fullmatch(r"(\d{1,5})([dhm])", text.strip())
     if match is None:
@@ -109,7 +121,13 @@ def init(home: Home = None, as_json: Json = False) -> None:
     config = path / CONFIG_NAME
     try:
         if config.exists():
-            _emit(as_json, {"home": str(path), "created": False}, f"{path} is already initialised")
+            added = _ensure_vault(path)
+            migrate(database_url(path, load_settings(path)))
+            _emit(
+                as_json,
+                {"home": str(path), "created": False, "added": added},
+                f"{path} is already initialised" + (f"; added {', '.join(added)}" if added else ""),
+            )
             return
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path, 0o700)
@@ -120,6 +138,7 @@ def init(home: Home = None, as_json: Json = False) -> None:
         key = path / settings.server.tls_key
         if not cert.exists():
             create_self_signed(cert, key, SystemClock().now())
+        _ensure_vault(path)
         migrate(database_url(path, settings))
     except (BastionError, OSError) as exc:
         _fail(str(exc), as_json)
@@ -189,6 +208,7 @@ def accounts_create(name: str, home: Home = None, as_json: Json = False) -> None
 def keys_create(
     account: Annotated[str, typer.Option(help="Account the key acts for")],
     scopes: Annotated[str, typer.Option(help="Comma-separated: read,trade,cancel")] = "read",
+    alg: Annotated[str, typer.Option(help="ed25519 (recommended) or hmac (HMAC-SHA256)")] = "ed25519",
     public_key: Annotated[
         Path | None, typer.Option("--public-key", help="Ed25519 public key (PEM or OpenSSH) you generated")
     ] = None,
@@ -200,10 +220,15 @@ def keys_create(
     home: Home = None,
     as_json: Json = False,
 ) -> None:
-    """Issue a Bastion key.  Bastion stores only the public key."""
+    """Issue a Bastion key.  Ed25519: Bastion stores only the public key.  HMAC: the secret is
+    printed once and stored only sealed by the vault."""
     path = _home(home)
-    if (public_key is None) == (not generate):
+    if alg not in ("ed25519", "hmac"):
+        _fail("--alg is ed25519 or hmac", as_json)
+    if alg == "ed25519" and (public_key is None) == (not generate):
         _fail("give exactly one of --public-key FILE or --generate", as_json)
+    if alg == "hmac" and (public_key is not None or generate):
+        _fail("an hmac key has no key pair: drop --public-key and --generate", as_json)
     try:
         scope_set = parse_scopes(scopes)
     except ValueError as exc:
@@ -211,12 +236,13 @@ def keys_create(
     try:
         lifetime = _parse_duration(expires_in)
         private = None
+        pub = None
         if public_key is not None:
             pub = keyfmt.load_ed25519_public(public_key.read_bytes())
-        else:
+        elif generate:
             private = keyfmt.generate_ed25519()
             pub = private.public_key()
-        record = _with_services(
+        record, secret = _with_services(
             path,
             lambda s: s.create_key(
                 account=account, scopes=scope_set, public_key=pub, lifetime=lifetime, label=label
@@ -231,6 +257,7 @@ def keys_create(
     data: dict[str, Any] = {
         "key_id": record.key_id,
         "account": record.account,
+        "alg": record.alg,
         "scopes": sorted(s.value for s in record.scopes),
         "expires_at": record.expires_at.isoformat() if record.expires_at else None,
     }
@@ -238,6 +265,9 @@ def keys_create(
     if private_path is not None:
         data["private_key_path"] = str(private_path)
         text += f"\nprivate key written to {private_path} (mode 0600); it is not shown again"
+    if secret is not None:
+        data["secret"] = secret
+        text += f"\nsecret (shown once, store it in the bot's secret store): {secret}"
     _emit(as_json, data, text)
 
 
@@ -302,12 +332,19 @@ def keys_revoke(key_id: str, home: Home = None, as_json: Json = False) -> None:
 def ledger_verify(home: Home = None, as_json: Json = False) -> None:
     """Check the ledger from its first entry; exit 1 naming the first bad entry."""
 
-    async def run(services: Services) -> tuple[int, bytes]:
-        rows: list[LedgerRow] = [row async for row in services.ledger_store.rows()]
+    path = _home(home)
+
+    async def run() -> tuple[int, bytes]:
+        # Only the database: verifying needs no master key, no venue, nothing secret.
+        db = Database(database_url(path, load_settings(path)))
+        try:
+            rows: list[LedgerRow] = [row async for row in SqlLedgerStore(db).rows()]
+        finally:
+            await db.close()
         return verify_chain(rows)
 
     try:
-        count, head = _with_services(_home(home), run)
+        count, head = asyncio.run(run())
     except LedgerCorrupt as exc:
         _emit(
             as_json,

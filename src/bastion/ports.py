@@ -42,10 +42,18 @@ class KeyRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
     label: str = ""
+    # HMAC keys only: the shared secret, sealed by the vault (never stored in plain form).
+    secret_sealed: bytes | None = None
 
 
 class KeyStore(Protocol):
     async def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+
+class KeySecrets(Protocol):
+    def open_key_secret(self, record: KeyRecord) -> bytes:
+        """The HMAC secret of ``record``, opened in memory; raises VaultError if it will not open."""
+        ...
 
 
 class OrderState(StrEnum):

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from bastion.clock import SystemClock
 from bastion.config import Settings
 from bastion.crypto import keys as keyfmt
-from bastion.crypto.httpsig import ED25519
+from bastion.crypto.httpsig import ED25519, HMAC_SHA256
 from bastion.domain.principals import Scope
 from bastion.errors import ConfigError
 from bastion.ledger.writer import LedgerWriter
@@ -22,9 +22,12 @@ from bastion.ports import Clock, KeyRecord
 from bastion.state.memory import MemoryNonceStore
 from bastion.store.db import Database, sqlite_url
 from bastion.store.repos import SqlAccounts, SqlKeyStore, SqlLedgerStore, SqlOrderStore, SqlPaperStore
+from bastion.vault.keys import VaultKeySecrets
+from bastion.vault.master import keyfile_ring
 from bastion.venues.paper.engine import PaperEngine
 from bastion.venues.paper.venue import DEFAULT_EPOCH_US, DEFAULT_FUNDING, PaperVenue, build_markets
 
+VAULT_DIR = "vault"
 ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 DEFAULT_KEY_LIFETIME = timedelta(days=90)
 
@@ -46,6 +49,7 @@ class Services:
     venue: PaperVenue
     nonces: MemoryNonceStore
     db: Database
+    key_secrets: VaultKeySecrets
 
     @classmethod
     def build(cls, home: Path, settings: Settings, clock: Clock | None = None) -> Services:
@@ -71,6 +75,7 @@ class Services:
             venue=PaperVenue(paper, SqlPaperStore(db), clock),
             nonces=MemoryNonceStore(),
             db=db,
+            key_secrets=VaultKeySecrets(keyfile_ring(home / VAULT_DIR)),
         )
 
     async def start(self) -> None:
@@ -92,6 +97,7 @@ class Services:
             clock=self.clock,
             replay_window_seconds=self.settings.auth.replay_window_seconds,
             venue_timeout_seconds=self.settings.paper.venue_timeout_seconds,
+            key_secrets=self.key_secrets,
         )
 
     def pipeline(self) -> Pipeline:
@@ -113,25 +119,34 @@ class Services:
         *,
         account: str,
         scopes: frozenset[Scope],
-        public_key: Ed25519PublicKey,
+        public_key: Ed25519PublicKey | None = None,
         lifetime: timedelta = DEFAULT_KEY_LIFETIME,
         label: str = "",
-    ) -> KeyRecord:
+    ) -> tuple[KeyRecord, str | None]:
+        """Issue a key: Ed25519 with the given public key, or HMAC-SHA256 without one.  For an
+        HMAC key the secret is returned here, once, and stored only sealed by the vault."""
         if not await self.accounts.exists(account):
             raise ConfigError(f"no account {account!r}: create it with 'bastion accounts create'")
         if lifetime <= timedelta(0):
             raise ConfigError("a key's lifetime must be positive")
         now = self.clock.now()
+        key_id = keyfmt.new_key_id()
+        secret: str | None = None
+        sealed: bytes | None = None
+        if public_key is None:
+            secret = keyfmt.new_hmac_secret()
+            sealed = self.key_secrets.seal_key_secret(account, key_id, secret.encode())
         record = KeyRecord(
-            key_id=keyfmt.new_key_id(),
+            key_id=key_id,
             account=account,
-            alg=ED25519,
-            public_key=keyfmt.raw_public_key(public_key),
+            alg=ED25519 if public_key is not None else HMAC_SHA256,
+            public_key=keyfmt.raw_public_key(public_key) if public_key is not None else b"",
             scopes=scopes,
             created_at=now,
             expires_at=now + lifetime,
             revoked_at=None,
             label=label,
+            secret_sealed=sealed,
         )
         await self.keys.create(record)
         await self.ledger.append(
@@ -142,10 +157,11 @@ class Services:
                 "alg": record.alg,
                 "scopes": sorted(s.value for s in scopes),
                 "expires_at": record.expires_at.isoformat() if record.expires_at else None,
-                "public_key_sha256": _fingerprint(record.public_key),
+                "public_key_sha256": _fingerprint(record.public_key) if public_key is not None else None,
+                "secret": "sealed by the vault" if sealed is not None else None,
             },
         )
-        return record
+        return record, secret
 
     async def revoke_key(self, key_id: str) -> bool:
         revoked = await self.keys.revoke(key_id, self.clock.now())

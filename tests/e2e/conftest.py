@@ -50,7 +50,8 @@ def cli_json(home: Path, *args: str) -> dict[str, Any]:
 @dataclass
 class Key:
     key_id: str
-    private_key_path: Path
+    private_key_path: Path | None = None
+    secret: str | None = None  # HMAC keys
 
 
 @dataclass
@@ -110,8 +111,10 @@ class Gateway:
         nonce: str | None = None,
     ) -> dict[str, str]:
         key = self.keys[who]
+        private = load_ed25519_private(key.private_key_path.read_bytes()) if key.private_key_path else None
         headers = sign_request(
-            private_key=load_ed25519_private(key.private_key_path.read_bytes()),
+            private_key=private,
+            hmac_secret=key.secret.encode() if key.secret else None,
             key_id=key.key_id,
             method=method,
             url_scheme="https",
@@ -184,6 +187,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     ):
         data = cli_json(home, "keys", "create", "--account", account, "--scopes", scopes, "--generate")
         keys[name] = Key(data["key_id"], Path(data["private_key_path"]))
+    hmac = cli_json(
+        home, "keys", "create", "--account", "alice", "--scopes", "read,trade,cancel", "--alg", "hmac"
+    )
+    keys["alice_hmac"] = Key(hmac["key_id"], secret=hmac["secret"])
     log = (home / "serve.out").open("wb")
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(

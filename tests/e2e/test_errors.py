@@ -77,7 +77,7 @@ def test_expired_key(gateway: Gateway) -> None:
         await services.start()
         try:
             private = generate_ed25519()
-            record = await services.create_key(
+            record, _ = await services.create_key(
                 account="alice",
                 scopes=frozenset(Scope),
                 public_key=private.public_key(),

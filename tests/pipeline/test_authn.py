@@ -2,16 +2,22 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from bastion.clock import FakeClock
+from bastion.crypto.httpsig import sign_request
+from bastion.crypto.keys import new_hmac_secret, new_key_id
 from bastion.domain.principals import Scope
 from bastion.domain.verdict import Allow, Deny
 from bastion.errors import ErrorCode
 from bastion.pipeline.authn import Authenticate, missing_components
+from bastion.pipeline.context import RequestContext
+from bastion.ports import KeyRecord
 from bastion.store.memory import MemoryKeyStore
-from tests.support import Req, make_key, order_body, signed
+from bastion.vault.keys import VaultKeySecrets
+from tests.support import Req, context, make_key, order_body, signed
 
 
 @pytest.fixture
@@ -113,3 +119,79 @@ def test_required_components() -> None:
     assert missing_components(("@method", "@path"), has_body=False) == "@target-uri"
     assert missing_components(("@target-uri",), has_body=False) == "@method"
     assert missing_components(("@method", "@target-uri"), has_body=True) == "content-digest"
+
+
+class TestHmacKeys:
+    """HMAC-SHA256 keys: the secret lives sealed by the vault and is opened per request."""
+
+    @staticmethod
+    def setup_key(tmp_path: Path, clock: FakeClock) -> tuple[KeyRecord, str, VaultKeySecrets]:
+        from bastion.vault.master import KeyfileMasterKey, MasterKeyRing
+
+        KeyfileMasterKey.create(tmp_path / "master-1.key")
+        vault = VaultKeySecrets(MasterKeyRing({1: KeyfileMasterKey(tmp_path / "master-1.key", 1)}))
+        secret = new_hmac_secret()
+        key_id = new_key_id()
+        record = KeyRecord(
+            key_id,
+            "alice",
+            "hmac-sha256",
+            b"",
+            frozenset(Scope),
+            clock.now(),
+            clock.now() + timedelta(days=1),
+            None,
+            secret_sealed=vault.seal_key_secret("alice", key_id, secret.encode()),
+        )
+        return record, secret, vault
+
+    @staticmethod
+    def signed_hmac(record: KeyRecord, secret: str, clock: FakeClock) -> RequestContext:
+        req = Req("get_account")
+        headers = sign_request(
+            hmac_secret=secret.encode(),
+            key_id=record.key_id,
+            method="GET",
+            url_scheme="https",
+            authority="127.0.0.1:8443",
+            path="/v1/account",
+            query="",
+            body=b"",
+            created=int(clock.now().timestamp()),
+        )
+        req.headers = {k: [v] for k, v in headers.items()}
+        return context(req, clock)
+
+    async def test_a_valid_hmac_signature_authenticates_and_records_the_open(self, tmp_path: Path) -> None:
+        clock = FakeClock()
+        record, secret, vault = self.setup_key(tmp_path, clock)
+        ctx = self.signed_hmac(record, secret, clock)
+        assert isinstance(await Authenticate(MemoryKeyStore([record]), clock, vault)(ctx), Allow)
+        assert ctx.outcome["vault_open"] == "bastion-key-hmac"
+
+    async def test_wrong_secret_fails(self, tmp_path: Path) -> None:
+        clock = FakeClock()
+        record, _, vault = self.setup_key(tmp_path, clock)
+        ctx = self.signed_hmac(record, new_hmac_secret(), clock)
+        verdict = await Authenticate(MemoryKeyStore([record]), clock, vault)(ctx)
+        assert _deny_reason(verdict) == "signature does not verify"
+
+    async def test_a_sealed_secret_copied_from_another_key_does_not_open(self, tmp_path: Path) -> None:
+        clock = FakeClock()
+        record, secret, vault = self.setup_key(tmp_path, clock)
+        other = dataclasses.replace(record, key_id=new_key_id())  # same sealed bytes, another row
+        ctx = self.signed_hmac(other, secret, clock)
+        verdict = await Authenticate(MemoryKeyStore([other]), clock, vault)(ctx)
+        assert _deny_reason(verdict) == "the key's sealed secret does not open"
+
+    async def test_an_ed25519_signature_cannot_pass_as_hmac(self, tmp_path: Path) -> None:
+        clock = FakeClock()
+        record, _, vault = self.setup_key(tmp_path, clock)
+        ed_key = make_key(clock)
+        ctx = signed(
+            Req("get_account"),
+            dataclasses.replace(ed_key, record=dataclasses.replace(ed_key.record, key_id=record.key_id)),
+            clock,
+        )
+        verdict = await Authenticate(MemoryKeyStore([record]), clock, vault)(ctx)
+        assert "does not match" in _deny_reason(verdict)  # alg="ed25519" against an hmac key

@@ -1,4 +1,4 @@
-"""Bastion's Python SDK: signs every request (RFC 9421, Ed25519) and verifies the server's
+"""Bastion's Python SDK: signs every request (RFC 9421, Ed25519 or HMAC-SHA256) and verifies the server's
 certificate against the one ``bastion init`` created (or the system store).
 
     from bastion.client import BastionClient
@@ -44,8 +44,9 @@ class BastionClient:
         self,
         base_url: str,
         key_id: str,
-        private_key: Ed25519PrivateKey | str | Path,
+        private_key: Ed25519PrivateKey | str | Path | None = None,
         *,
+        hmac_secret: str | None = None,
         ca_cert: str | Path | None = None,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
@@ -57,9 +58,13 @@ class BastionClient:
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._authority = parts.netloc
+        if (private_key is None) == (hmac_secret is None):
+            raise ValueError("give exactly one of private_key (Ed25519) or hmac_secret")
+        self._key: Ed25519PrivateKey | None = None
+        self._hmac = hmac_secret.encode() if hmac_secret is not None else None
         if isinstance(private_key, Ed25519PrivateKey):
             self._key = private_key
-        else:
+        elif private_key is not None:
             self._key = load_ed25519_private(Path(private_key).read_bytes())
         self._key_id = key_id
         self._timeout = timeout
@@ -96,6 +101,7 @@ class BastionClient:
     def signed_headers(self, method: str, path: str, query: str, body: bytes) -> dict[str, str]:
         headers = sign_request(
             private_key=self._key,
+            hmac_secret=self._hmac,
             key_id=self._key_id,
             method=method,
             url_scheme=self._scheme,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -189,7 +189,8 @@ def verify_hmac_sha256(secret: bytes, base: bytes, signature: bytes) -> None:
 
 def sign_request(
     *,
-    private_key: Ed25519PrivateKey,
+    private_key: Ed25519PrivateKey | None = None,
+    hmac_secret: bytes | None = None,
     key_id: str,
     method: str,
     url_scheme: str,
@@ -201,8 +202,16 @@ def sign_request(
     nonce: str | None = None,
     label: str = "bastion",
 ) -> dict[str, str]:
-    """Headers that sign a request with Ed25519: ``Signature-Input``, ``Signature`` and,
-    for a request with a body, ``Content-Digest``."""
+    """Headers that sign a request with Ed25519 (``private_key``) or HMAC-SHA256
+    (``hmac_secret``): ``Signature-Input``, ``Signature`` and, for a body, ``Content-Digest``."""
+    sign: Callable[[bytes], bytes]
+    if private_key is not None and hmac_secret is None:
+        sign, alg = private_key.sign, ED25519
+    elif hmac_secret is not None and private_key is None:
+        secret = hmac_secret
+        sign, alg = (lambda base: hmac.new(secret, base, hashlib.sha256).digest()), HMAC_SHA256
+    else:
+        raise ValueError("sign with exactly one of private_key or hmac_secret")
     headers: dict[str, str] = {}
     components = ["@method", "@target-uri"]
     if body:
@@ -212,7 +221,7 @@ def sign_request(
         "created": created,
         "keyid": key_id,
         "nonce": nonce or secrets.token_urlsafe(24),
-        "alg": ED25519,
+        "alg": alg,
     }
     inner = sfv.InnerList(tuple(sfv.Item(c, {}) for c in components), params)
     params_text = sfv.serialize_inner_list(inner)
@@ -225,7 +234,7 @@ def sign_request(
         headers={k: [v] for k, v in headers.items()},
     )
     base = signature_base(components, params_text, view)
-    signature = private_key.sign(base)
+    signature = sign(base)
     headers["signature-input"] = f"{label}={params_text}"
     headers["signature"] = f"{label}={sfv.serialize_bare_item(signature)}"
     return headers

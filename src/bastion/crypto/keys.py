@@ -53,6 +53,15 @@ def is_valid_key_id(key_id: str) -> bool:
     return secrets.compare_digest(key_id[-_CHECK_LEN:], _checksum(body))
 
 
+SECRET_PREFIX = "bsk_"  # noqa: S105 - a public, recognisable prefix, not a secret
+
+
+def new_hmac_secret() -> str:
+    """A Bastion HMAC secret: ``bsk_`` + 43 URL-safe characters (256 random bits).  The HMAC
+    key is the UTF-8 bytes of this whole string (RFC 9421 ``hmac-sha256``)."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
 def generate_ed25519() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 

@@ -19,7 +19,9 @@ from bastion.domain.principals import Principal
 from bastion.domain.verdict import ALLOW, Deny, Verdict
 from bastion.errors import ErrorCode, SignatureError
 from bastion.pipeline.context import RequestContext
-from bastion.ports import Clock, KeyStore
+from bastion.ports import Clock, KeySecrets, KeyStore
+from bastion.vault.envelope import VaultError
+from bastion.vault.keys import PURPOSE_KEY_HMAC
 
 
 def _deny(reason: str) -> Deny:
@@ -47,9 +49,10 @@ def missing_components(components: tuple[str, ...], has_body: bool) -> str | Non
 class Authenticate:
     name: ClassVar[str] = "authn"
 
-    def __init__(self, keys: KeyStore, clock: Clock) -> None:
+    def __init__(self, keys: KeyStore, clock: Clock, secrets: KeySecrets | None = None) -> None:
         self._keys = keys
         self._clock = clock
+        self._secrets = secrets
 
     async def __call__(self, ctx: RequestContext) -> Verdict:
         try:
@@ -86,6 +89,13 @@ class Authenticate:
             base = httpsig.signature_base(parsed.components, parsed.params_text, ctx.view())
             if key.alg == httpsig.ED25519:
                 httpsig.verify_ed25519(_ed25519(key.public_key), base, parsed.signature)
+            elif key.alg == httpsig.HMAC_SHA256 and self._secrets is not None:
+                try:
+                    secret = self._secrets.open_key_secret(key)
+                except VaultError:
+                    return _deny("the key's sealed secret does not open")
+                ctx.outcome["vault_open"] = PURPOSE_KEY_HMAC  # the ledger records every open
+                httpsig.verify_hmac_sha256(secret, base, parsed.signature)
             else:
                 return _deny(f"key algorithm {key.alg} not supported")
         except SignatureError as exc:

@@ -47,6 +47,7 @@ _KEY_COLUMNS = (
     "created_us",
     "expires_us",
     "revoked_us",
+    "secret_sealed",
 )
 _ORDER_COLUMNS = (
     "id",
@@ -66,8 +67,8 @@ _ORDER_COLUMNS = (
 )
 _ORDER_STATE_COLUMNS = ("state", "status", "venue_order_id", "reject_reason", "snapshot", "updated_us")
 _SQL_KEY_BY_ID = (
-    "SELECT key_id, account, alg, public_key, scopes, label, created_us, expires_us, revoked_us "
-    "FROM api_keys WHERE key_id = ?"
+    "SELECT key_id, account, alg, public_key, scopes, label, created_us, expires_us, revoked_us, "
+    "secret_sealed FROM api_keys WHERE key_id = ?"
 )
 _SQL_ORDER_SELECT = (
     "SELECT id, account, key_id, client_order_id, symbol, fingerprint, request, state, status, "
@@ -139,6 +140,7 @@ def _key_from_row(m: Mapping[Any, Any]) -> KeyRecord:
         created_at=from_us(m["created_us"]),
         expires_at=None if m["expires_us"] is None else from_us(m["expires_us"]),
         revoked_at=None if m["revoked_us"] is None else from_us(m["revoked_us"]),
+        secret_sealed=None if m["secret_sealed"] is None else bytes(m["secret_sealed"]),
     )
 
 
@@ -168,6 +170,7 @@ class SqlKeyStore:
             "created_us": to_us(record.created_at),
             "expires_us": None if record.expires_at is None else to_us(record.expires_at),
             "revoked_us": None,
+            "secret_sealed": record.secret_sealed,
         }
         await self._db.write(lambda conn: conn.execute(insert(api_keys).values(**values)))
 

@@ -36,6 +36,7 @@ api_keys = Table(
     Column("created_us", BigInteger, nullable=False),
     Column("expires_us", BigInteger, nullable=True),
     Column("revoked_us", BigInteger, nullable=True),
+    Column("secret_sealed", LargeBinary, nullable=True),
     Index("ix_api_keys_account", "account"),
 )
 
