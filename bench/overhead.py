@@ -61,6 +61,8 @@ class Server:
     port: int
     key_id: str
     key_path: Path
+    hmac_key_id: str
+    hmac_secret: str
     process: subprocess.Popen[bytes]
     stats: Path | None = None
 
@@ -79,26 +81,26 @@ def start(mode: str, root: Path) -> Server:
         .replace('level = "info"', 'level = "warning"')
     )
     bastion(home, "accounts", "create", "bench")
-    key = json.loads(
-        bastion(
-            home,
-            "keys",
-            "create",
-            "--account",
-            "bench",
-            "--scopes",
-            "read,trade,cancel",
-            "--generate",
-            "--json",
-        )
-    )
+    create = ("keys", "create", "--account", "bench", "--scopes", "read,trade,cancel", "--json")
+    key = json.loads(bastion(home, *create, "--generate"))
+    hmac_key = json.loads(bastion(home, *create, "--alg", "hmac"))
     port = free_port()
     stats = root / f"{mode}.stats.json" if mode == "T" else None
     cmd = [sys.executable, str(ROOT / "bench" / "_server.py"), str(home), str(port), mode]
     if stats:
         cmd.append(str(stats))
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=(root / f"{mode}.err").open("wb"))
-    server = Server(mode, home, port, key["key_id"], Path(key["private_key_path"]), process, stats)
+    server = Server(
+        mode,
+        home,
+        port,
+        key["key_id"],
+        Path(key["private_key_path"]),
+        hmac_key["key_id"],
+        hmac_key["secret"],
+        process,
+        stats,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -109,8 +111,9 @@ def start(mode: str, root: Path) -> Server:
     raise SystemExit(f"{mode} server did not start; see {root / (mode + '.err')}")
 
 
-def presign(server: Server, count: int, tag: str) -> list[bytes]:
-    key = load_ed25519_private(server.key_path.read_bytes())
+def presign(server: Server, count: int, tag: str, *, hmac: bool = False) -> list[bytes]:
+    key = None if hmac else load_ed25519_private(server.key_path.read_bytes())
+    secret = server.hmac_secret.encode() if hmac else None
     authority = f"127.0.0.1:{server.port}"
     requests = []
     now = int(time.time())
@@ -127,7 +130,8 @@ def presign(server: Server, count: int, tag: str) -> list[bytes]:
         ).encode()
         headers = httpsig.sign_request(
             private_key=key,
-            key_id=server.key_id,
+            hmac_secret=secret,
+            key_id=server.hmac_key_id if hmac else server.key_id,
             method="POST",
             url_scheme="http",
             authority=authority,
@@ -177,23 +181,26 @@ async def load(
     return time.perf_counter() - started, latencies, statuses
 
 
-def signature_verify_cpu_us(server: Server, samples: int = 300) -> float:
-    """CPU of what only signature verification does: parse headers, build the base, verify."""
-    requests = presign(server, samples, "sigbench")
-    public = load_ed25519_private(server.key_path.read_bytes()).public_key()
-    raw_public = public.public_bytes_raw()
+def signature_verify_cpu_us(server: Server, samples: int = 300, *, hmac: bool = False) -> float:
+    """CPU of what only signature verification does: parse headers, build the base, verify
+    (Ed25519, or HMAC-SHA256 with the secret already open)."""
+    requests = presign(server, samples, "sigbench-hmac" if hmac else "sigbench", hmac=hmac)
+    raw_public = load_ed25519_private(server.key_path.read_bytes()).public_key().public_bytes_raw()
+    secret = server.hmac_secret.encode()
     parsed_requests = []
     for raw in requests:
-        head, body = raw.split(b"\r\n\r\n", 1)
+        head, _ = raw.split(b"\r\n\r\n", 1)
         lines = head.decode().split("\r\n")[1:]
-        headers = {k.lower(): [v] for k, v in (line.split(": ", 1) for line in lines)}
-        parsed_requests.append((headers, body))
+        parsed_requests.append({k.lower(): [v] for k, v in (line.split(": ", 1) for line in lines)})
     start = time.process_time()
-    for headers, _body in parsed_requests:
+    for headers in parsed_requests:
         parsed = httpsig.parse_signature(headers)
         view = httpsig.RequestView("POST", "http", f"127.0.0.1:{server.port}", "/v1/orders", "", headers)
         base = httpsig.signature_base(parsed.components, parsed.params_text, view)
-        httpsig.verify_ed25519(Ed25519PublicKey.from_public_bytes(raw_public), base, parsed.signature)
+        if hmac:
+            httpsig.verify_hmac_sha256(secret, base, parsed.signature)
+        else:
+            httpsig.verify_ed25519(Ed25519PublicKey.from_public_bytes(raw_public), base, parsed.signature)
     return (time.process_time() - start) / samples * 1e6
 
 
@@ -212,12 +219,13 @@ def main() -> None:
         try:
             for mode, server in servers.items():  # warm up: imports, caches, SQLite pages
                 asyncio.run(load(server.port, presign(server, 300, f"warm{mode}"), args.concurrency))
-            results: dict[str, list[tuple[float, float, list[float]]]] = {"G": [], "P": []}
+            series = ("G", "G-hmac", "P")  # G-hmac: the same G server, requests signed with an HMAC key
+            results: dict[str, list[tuple[float, float, list[float]]]] = {name: [] for name in series}
             for round_ in range(args.rounds):
-                order = ("G", "P") if round_ % 2 == 0 else ("P", "G")
+                order = series[round_ % 3 :] + series[: round_ % 3]
                 for mode in order:
-                    server = servers[mode]
-                    requests = presign(server, args.requests, f"r{round_}{mode}")
+                    server = servers[mode.split("-")[0]]
+                    requests = presign(server, args.requests, f"r{round_}{mode}", hmac=mode == "G-hmac")
                     cpu0 = server.cpu_seconds()
                     wall, latencies, statuses = asyncio.run(load(server.port, requests, args.concurrency))
                     cpu = server.cpu_seconds() - cpu0
@@ -226,6 +234,7 @@ def main() -> None:
                         raise SystemExit(f"{mode} round {round_}: unexpected statuses {bad}")
                     results[mode].append((len(requests) / wall, cpu / len(requests) * 1e6, latencies))
             sig_us = signature_verify_cpu_us(servers["G"])
+            hmac_sig_us = signature_verify_cpu_us(servers["G"], hmac=True)
         finally:
             for server in servers.values():
                 server.process.send_signal(signal.SIGTERM)
@@ -269,6 +278,11 @@ def main() -> None:
         "overhead_without_signature_verification_cpu_us": g_cpu - p_cpu - sig_us,
         "G_p99_ms": p99("G"),
         "P_p99_ms": p99("P"),
+        "G_hmac_rps": median("G-hmac", 0),
+        "G_hmac_cpu_us_per_request": median("G-hmac", 1),
+        "G_hmac_over_P_cpu": median("G-hmac", 1) / p_cpu,
+        "hmac_signature_verification_cpu_us": hmac_sig_us,
+        "hmac_overhead_without_signature_verification_cpu_us": median("G-hmac", 1) - p_cpu - hmac_sig_us,
         "stage_cpu_us_at_concurrency_1": stage_us,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -280,10 +294,24 @@ def main() -> None:
     print(f"| requests per second (median of rounds) | {g_rps:,.0f} | {p_rps:,.0f} | {g_rps / p_rps:.2f} |")
     print(f"| server CPU per request, µs (median) | {g_cpu:,.0f} | {p_cpu:,.0f} | {g_cpu / p_cpu:.2f} |")
     print(f"| p99 latency, ms | {p99('G'):.1f} | {p99('P'):.1f} | {p99('G') / p99('P'):.2f} |")
+    h_rps, h_cpu = median("G-hmac", 0), median("G-hmac", 1)
+    print(f"| HMAC key: requests per second | {h_rps:,.0f} | {p_rps:,.0f} | {h_rps / p_rps:.2f} |")
+    print(f"| HMAC key: server CPU per request, µs | {h_cpu:,.0f} | {p_cpu:,.0f} | {h_cpu / p_cpu:.2f} |")
+    h_p99 = p99("G-hmac")
+    print(f"| HMAC key: p99 latency, ms | {h_p99:.1f} | {p99('P'):.1f} | {h_p99 / p99('P'):.2f} |")
     print()
-    print(f"gateway CPU overhead per order (G - P): {g_cpu - p_cpu:,.0f} µs")
-    print(f"of which signature verification (parse, base, Ed25519 verify): {sig_us:,.0f} µs")
-    print(f"overhead of everything but signature verification: {g_cpu - p_cpu - sig_us:,.0f} µs")
+    print(
+        f"gateway CPU overhead per order (G - P): Ed25519 {g_cpu - p_cpu:,.0f} µs, "
+        f"HMAC {h_cpu - p_cpu:,.0f} µs"
+    )
+    print(
+        f"of which signature verification (parse, base, verify): Ed25519 {sig_us:,.0f} µs, "
+        f"HMAC {hmac_sig_us:,.0f} µs (the HMAC secret's vault open is counted as overhead)"
+    )
+    print(
+        f"overhead of everything but signature verification: Ed25519 {g_cpu - p_cpu - sig_us:,.0f} µs, "
+        f"HMAC {h_cpu - p_cpu - hmac_sig_us:,.0f} µs"
+    )
     print()
     print("| stage (concurrency 1, process CPU) | µs per request |")
     print("|---|---|")
