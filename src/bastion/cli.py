@@ -49,6 +49,10 @@ Home = Annotated[
     Path | None, typer.Option("--home", help="Bastion home (default $BASTION_HOME, else ./.bastion)")
 ]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+AllowIp = Annotated[
+    list[str] | None,
+    typer.Option("--allow-ip", help="Source address or CIDR block allowed to use the key (repeatable)"),
+]
 T = TypeVar("T")
 
 
@@ -93,11 +97,16 @@ def _ensure_vault(home: Path) -> list[str]:
 
 
 def _parse_duration(text: str) -> timedelta:
-    match = re.fullmatch(r"(\d{1,5})([dhm])", text.strip())
+    match = re.fullmatch(r"(\d{1,6})([dhms])", text.strip())
     if match is None:
-        raise ConfigError("durations look like 90d, 12h or 30m")
+        raise ConfigError("durations look like 90d, 12h, 30m or 45s")
     amount, unit = int(match.group(1)), match.group(2)
-    return {"d": timedelta(days=amount), "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+    return {
+        "d": timedelta(days=amount),
+        "h": timedelta(hours=amount),
+        "m": timedelta(minutes=amount),
+        "s": timedelta(seconds=amount),
+    }[unit]
 
 
 def main() -> None:
@@ -217,6 +226,7 @@ def keys_create(
     ] = False,
     expires_in: Annotated[str, typer.Option(help="Lifetime, e.g. 90d, 12h")] = "90d",
     label: Annotated[str, typer.Option(help="A note for operators")] = "",
+    allow_ip: AllowIp = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
@@ -245,7 +255,12 @@ def keys_create(
         record, secret = _with_services(
             path,
             lambda s: s.create_key(
-                account=account, scopes=scope_set, public_key=pub, lifetime=lifetime, label=label
+                account=account,
+                scopes=scope_set,
+                public_key=pub,
+                lifetime=lifetime,
+                label=label,
+                allowed_cidrs=tuple(allow_ip or ()),
             ),
         )
         private_path = None
@@ -298,6 +313,10 @@ def keys_list(
                 "created_at": r.created_at.isoformat(),
                 "expires_at": r.expires_at.isoformat() if r.expires_at else None,
                 "label": r.label,
+                "allowed_cidrs": list(r.allowed_cidrs),
+                "last_used_at": r.last_used_at.isoformat() if r.last_used_at else None,
+                "last_used_ip": r.last_used_ip,
+                "rotated_to": r.rotated_to,
             }
         )
     if as_json:
@@ -308,12 +327,79 @@ def keys_list(
 
     table = Table()
     table.add_column("key id", no_wrap=True)
-    for title in ("account", "scopes", "state", "expires"):
+    for title in ("account", "scopes", "state", "expires", "allowed from", "last used"):
         table.add_column(title)
     for row in rows:
-        expires = (row["expires_at"] or "")[:10]
-        table.add_row(row["key_id"], row["account"], ",".join(row["scopes"]), row["state"], expires)
+        expires = (row["expires_at"] or "")[:16]
+        last = f"{(row['last_used_at'] or '')[:19]} {row['last_used_ip'] or ''}".strip() or "never"
+        allowed = ",".join(row["allowed_cidrs"]) or "anywhere"
+        table.add_row(
+            row["key_id"], row["account"], ",".join(row["scopes"]), row["state"], expires, allowed, last
+        )
     Console().print(table)
+
+
+@keys_app.command("update")
+def keys_update(
+    key_id: str,
+    allow_ip: AllowIp = None,
+    any_ip: Annotated[bool, typer.Option("--any-ip", help="Remove the allow-list")] = False,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Change a key's IP allow-list (takes effect on the next request)."""
+    if bool(allow_ip) == any_ip:
+        _fail("give --allow-ip CIDR (repeatable) or --any-ip", as_json)
+    try:
+        cidrs = _with_services(_home(home), lambda s: s.set_allowed_cidrs(key_id, tuple(allow_ip or ())))
+    except (BastionError, ValueError) as exc:
+        _fail(str(exc), as_json)
+    _emit(
+        as_json,
+        {"key_id": key_id, "allowed_cidrs": list(cidrs)},
+        f"key {key_id} allowed from {', '.join(cidrs) or 'anywhere'}",
+    )
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: str,
+    overlap: Annotated[str, typer.Option(help="How long the old key keeps working, e.g. 24h")] = "24h",
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="The successor's Ed25519 public key")
+    ] = None,
+    generate: Annotated[bool, typer.Option("--generate", help="Generate the successor's key pair")] = False,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Issue a successor with the same scopes and policy; both work until the overlap ends."""
+    path = _home(home)
+    if public_key is not None and generate:
+        _fail("give at most one of --public-key or --generate", as_json)
+    try:
+        window = _parse_duration(overlap)
+        private = keyfmt.generate_ed25519() if generate else None
+        pub = (
+            private.public_key()
+            if private
+            else (keyfmt.load_ed25519_public(public_key.read_bytes()) if public_key is not None else None)
+        )
+        record, secret = _with_services(path, lambda s: s.rotate_key(key_id, overlap=window, public_key=pub))
+        private_path = None
+        if private is not None:
+            private_path = (path / "keys" / f"{record.key_id}.pem").resolve()
+            keyfmt.write_secret_file(private_path, keyfmt.private_key_pem(private))
+    except (BastionError, ValueError, OSError) as exc:
+        _fail(str(exc), as_json)
+    data: dict[str, Any] = {"key_id": record.key_id, "rotated_from": key_id, "overlap": overlap}
+    text = f"key {key_id} rotated to {record.key_id}; the old key stops after {overlap}"
+    if private_path is not None:
+        data["private_key_path"] = str(private_path)
+        text += f"\nprivate key written to {private_path} (mode 0600); it is not shown again"
+    if secret is not None:
+        data["secret"] = secret
+        text += f"\nsecret (shown once): {secret}"
+    _emit(as_json, data, text)
 
 
 @keys_app.command("revoke")

@@ -44,6 +44,17 @@ class KeyRecord:
     label: str = ""
     # HMAC keys only: the shared secret, sealed by the vault (never stored in plain form).
     secret_sealed: bytes | None = None
+    # Source networks allowed to use the key (CIDR strings); empty: any address.
+    allowed_cidrs: tuple[str, ...] = ()
+    last_used_at: datetime | None = None
+    last_used_ip: str | None = None
+    rotated_to: str | None = None
+
+
+class KeyUsage(Protocol):
+    def touch(self, key_id: str, ip: str, when: datetime) -> None:
+        """Note that ``key_id`` was used from ``ip``; recorded lazily, never on the request path."""
+        ...
 
 
 class KeyStore(Protocol):

@@ -14,12 +14,14 @@ from bastion.clock import SystemClock
 from bastion.config import Settings
 from bastion.crypto import keys as keyfmt
 from bastion.crypto.httpsig import ED25519, HMAC_SHA256
+from bastion.domain.addresses import parse_cidrs
 from bastion.domain.principals import Scope
 from bastion.errors import ConfigError
 from bastion.ledger.writer import LedgerWriter
 from bastion.pipeline.chain import Pipeline, Stage, build_stages
 from bastion.ports import Clock, KeyRecord
 from bastion.state.memory import MemoryNonceStore
+from bastion.state.usage import KeyUsageRecorder
 from bastion.store.db import Database, sqlite_url
 from bastion.store.repos import SqlAccounts, SqlKeyStore, SqlLedgerStore, SqlOrderStore, SqlPaperStore
 from bastion.vault.keys import VaultKeySecrets
@@ -50,6 +52,7 @@ class Services:
     nonces: MemoryNonceStore
     db: Database
     key_secrets: VaultKeySecrets
+    key_usage: KeyUsageRecorder
 
     @classmethod
     def build(cls, home: Path, settings: Settings, clock: Clock | None = None) -> Services:
@@ -63,12 +66,13 @@ class Services:
             epoch_us=DEFAULT_EPOCH_US,
             funding=DEFAULT_FUNDING,
         )
+        keys = SqlKeyStore(db)
         return cls(
             home=home,
             settings=settings,
             clock=clock,
             accounts=SqlAccounts(db),
-            keys=SqlKeyStore(db),
+            keys=keys,
             orders=SqlOrderStore(db, ledger),
             ledger_store=ledger_store,
             ledger=ledger,
@@ -76,14 +80,17 @@ class Services:
             nonces=MemoryNonceStore(),
             db=db,
             key_secrets=VaultKeySecrets(keyfile_ring(home / VAULT_DIR)),
+            key_usage=KeyUsageRecorder(keys.record_usage),
         )
 
     async def start(self) -> None:
         await self.db.start()
         await self.ledger.start()
+        await self.key_usage.start()
         await self.venue.start()
 
     async def close(self) -> None:
+        await self.key_usage.close()
         await self.ledger.close()
         await self.db.close()
 
@@ -98,6 +105,7 @@ class Services:
             replay_window_seconds=self.settings.auth.replay_window_seconds,
             venue_timeout_seconds=self.settings.paper.venue_timeout_seconds,
             key_secrets=self.key_secrets,
+            key_usage=self.key_usage,
         )
 
     def pipeline(self) -> Pipeline:
@@ -122,6 +130,7 @@ class Services:
         public_key: Ed25519PublicKey | None = None,
         lifetime: timedelta = DEFAULT_KEY_LIFETIME,
         label: str = "",
+        allowed_cidrs: tuple[str, ...] = (),
     ) -> tuple[KeyRecord, str | None]:
         """Issue a key: Ed25519 with the given public key, or HMAC-SHA256 without one.  For an
         HMAC key the secret is returned here, once, and stored only sealed by the vault."""
@@ -147,6 +156,7 @@ class Services:
             revoked_at=None,
             label=label,
             secret_sealed=sealed,
+            allowed_cidrs=parse_cidrs(allowed_cidrs),
         )
         await self.keys.create(record)
         await self.ledger.append(
@@ -159,9 +169,70 @@ class Services:
                 "expires_at": record.expires_at.isoformat() if record.expires_at else None,
                 "public_key_sha256": _fingerprint(record.public_key) if public_key is not None else None,
                 "secret": "sealed by the vault" if sealed is not None else None,
+                "allowed_cidrs": list(record.allowed_cidrs),
             },
         )
         return record, secret
+
+    async def rotate_key(
+        self, key_id: str, *, overlap: timedelta, public_key: Ed25519PublicKey | None = None
+    ) -> tuple[KeyRecord, str | None]:
+        """Issue a successor with the same account, scopes, allow-list and label; the old key
+        keeps working until the overlap ends (or its own expiry, if sooner), then stops."""
+        old = await self.keys.get_key(key_id)
+        now = self.clock.now()
+        if (
+            old is None
+            or old.revoked_at is not None
+            or (old.expires_at is not None and old.expires_at <= now)
+        ):
+            raise ConfigError(f"no active key {key_id}")
+        if old.rotated_to is not None:
+            raise ConfigError(f"key {key_id} was already rotated to {old.rotated_to}")
+        if overlap < timedelta(0):
+            raise ConfigError("the overlap cannot be negative")
+        if (old.alg == ED25519) != (public_key is not None):
+            raise ConfigError("an ed25519 key rotates to a new public key; an hmac key to a new secret")
+        new_id = keyfmt.new_key_id()
+        secret: str | None = None
+        sealed: bytes | None = None
+        if public_key is None:
+            secret = keyfmt.new_hmac_secret()
+            sealed = self.key_secrets.seal_key_secret(old.account, new_id, secret.encode())
+        new = KeyRecord(
+            key_id=new_id,
+            account=old.account,
+            alg=old.alg,
+            public_key=keyfmt.raw_public_key(public_key) if public_key is not None else b"",
+            scopes=old.scopes,
+            created_at=now,
+            expires_at=now + DEFAULT_KEY_LIFETIME,
+            revoked_at=None,
+            label=old.label,
+            secret_sealed=sealed,
+            allowed_cidrs=old.allowed_cidrs,
+        )
+        old_ends = now + overlap
+        if old.expires_at is not None:
+            old_ends = min(old_ends, old.expires_at)
+        await self.keys.rotate(old, new, old_ends)
+        await self.ledger.append(
+            "key.rotated",
+            {
+                "key_id": key_id,
+                "successor": new_id,
+                "account": old.account,
+                "old_key_ends": old_ends.isoformat(),
+            },
+        )
+        return new, secret
+
+    async def set_allowed_cidrs(self, key_id: str, cidrs: tuple[str, ...]) -> tuple[str, ...]:
+        parsed = parse_cidrs(cidrs)
+        if not await self.keys.set_allowed_cidrs(key_id, parsed):
+            raise ConfigError(f"no key {key_id}")
+        await self.ledger.append("key.updated", {"key_id": key_id, "allowed_cidrs": list(parsed)})
+        return parsed
 
     async def revoke_key(self, key_id: str) -> bool:
         revoked = await self.keys.revoke(key_id, self.clock.now())

@@ -195,3 +195,31 @@ class TestHmacKeys:
         )
         verdict = await Authenticate(MemoryKeyStore([record]), clock, vault)(ctx)
         assert "does not match" in _deny_reason(verdict)  # alg="ed25519" against an hmac key
+
+
+class RecordingUsage:
+    def __init__(self) -> None:
+        self.touched: list[tuple[str, str]] = []
+
+    def touch(self, key_id: str, ip: str, when: object) -> None:
+        self.touched.append((key_id, ip))
+
+
+async def test_the_allow_list_is_checked_before_any_signature_work(clock: FakeClock) -> None:
+    key = make_key(clock)
+    record = dataclasses.replace(key.record, allowed_cidrs=("10.0.0.0/8",))
+    usage = RecordingUsage()
+    ctx = signed(Req("get_account"), key, clock)
+    ctx.headers["signature"] = ["bastion=:AAAA:"]  # would fail verification; must not get that far
+    verdict = await Authenticate(MemoryKeyStore([record]), clock, usage=usage)(ctx)
+    assert "not in the key's allow-list" in _deny_reason(verdict)
+    assert usage.touched == []
+
+
+async def test_an_allowed_address_passes_and_use_is_noted(clock: FakeClock) -> None:
+    key = make_key(clock)
+    record = dataclasses.replace(key.record, allowed_cidrs=("127.0.0.0/8",))
+    usage = RecordingUsage()
+    ctx = signed(Req("get_account"), key, clock)
+    assert isinstance(await Authenticate(MemoryKeyStore([record]), clock, usage=usage)(ctx), Allow)
+    assert usage.touched == [(key.key_id, "127.0.0.1")]

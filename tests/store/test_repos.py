@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
@@ -270,3 +271,38 @@ async def test_a_stale_cached_head_is_detected_and_retried(engine: Database) -> 
     assert await server.append("server", {"n": 3}) == 2
     await server.close()
     assert verify([row async for row in SqlLedgerStore(engine).rows()])[0] == 3
+
+
+async def test_rotation_allow_lists_and_last_use(engine: Database) -> None:
+    await SqlAccounts(engine).create("alice", clock.now())
+    keys = SqlKeyStore(engine)
+    old = KeyRecord(
+        "bst_old",
+        "alice",
+        "ed25519",
+        b"\x01" * 32,
+        frozenset({Scope.READ}),
+        clock.now(),
+        clock.now() + timedelta(days=90),
+        None,
+        "bot",
+        allowed_cidrs=("10.0.0.0/8",),
+    )
+    await keys.create(old)
+    new = dataclasses.replace(old, key_id="bst_new", public_key=b"\x02" * 32)
+    ends = clock.now() + timedelta(hours=24)
+    await keys.rotate(old, new, ends)
+    fetched_old, fetched_new = await keys.get_key("bst_old"), await keys.get_key("bst_new")
+    assert fetched_old is not None and fetched_new is not None
+    assert (fetched_old.expires_at, fetched_old.rotated_to) == (ends, "bst_new")
+    assert fetched_new.allowed_cidrs == ("10.0.0.0/8",)
+    assert await keys.set_allowed_cidrs("bst_new", ("127.0.0.0/8", "::1/128"))
+    assert not await keys.set_allowed_cidrs("bst_missing", ())
+    await keys.record_usage({"bst_new": (clock.now(), "127.0.0.1")})
+    used = await keys.get_key("bst_new")
+    assert used is not None
+    assert (used.allowed_cidrs, used.last_used_at, used.last_used_ip) == (
+        ("127.0.0.0/8", "::1/128"),
+        clock.now(),
+        "127.0.0.1",
+    )

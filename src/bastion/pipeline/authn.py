@@ -15,11 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from bastion.crypto import httpsig
 from bastion.crypto.digest import DigestError, verify_content_digest
 from bastion.crypto.keys import is_valid_key_id
+from bastion.domain.addresses import address_allowed
 from bastion.domain.principals import Principal
 from bastion.domain.verdict import ALLOW, Deny, Verdict
 from bastion.errors import ErrorCode, SignatureError
 from bastion.pipeline.context import RequestContext
-from bastion.ports import Clock, KeySecrets, KeyStore
+from bastion.ports import Clock, KeySecrets, KeyStore, KeyUsage
 from bastion.vault.envelope import VaultError
 from bastion.vault.keys import PURPOSE_KEY_HMAC
 
@@ -49,10 +50,13 @@ def missing_components(components: tuple[str, ...], has_body: bool) -> str | Non
 class Authenticate:
     name: ClassVar[str] = "authn"
 
-    def __init__(self, keys: KeyStore, clock: Clock, secrets: KeySecrets | None = None) -> None:
+    def __init__(
+        self, keys: KeyStore, clock: Clock, secrets: KeySecrets | None = None, usage: KeyUsage | None = None
+    ) -> None:
         self._keys = keys
         self._clock = clock
         self._secrets = secrets
+        self._usage = usage
 
     async def __call__(self, ctx: RequestContext) -> Verdict:
         try:
@@ -70,6 +74,8 @@ class Authenticate:
             return _deny("revoked key")
         if key.expires_at is not None and key.expires_at <= now:
             return _deny("expired key")
+        if not address_allowed(ctx.client_ip, key.allowed_cidrs):  # before any signature work
+            return _deny(f"client address {ctx.client_ip[:64]} is not in the key's allow-list")
         if parsed.alg is not None and parsed.alg != key.alg:
             return _deny(f"alg {parsed.alg} does not match the key's {key.alg}")
         if parsed.expires is not None and parsed.expires <= now.timestamp():
@@ -103,4 +109,6 @@ class Authenticate:
         except ValueError:
             return _deny("stored public key unusable")
         ctx.principal = Principal(key.key_id, key.account, key.scopes)
+        if self._usage is not None:
+            self._usage.touch(key.key_id, ctx.client_ip, now)
         return ALLOW

@@ -27,7 +27,7 @@ from bastion.pipeline.context import RequestContext
 from bastion.pipeline.firewall import Firewall
 from bastion.pipeline.forward import Forward
 from bastion.pipeline.replay import ReplayGuard
-from bastion.ports import Clock, KeySecrets, KeyStore, Ledger, NonceStore, OrderStore, Venue
+from bastion.ports import Clock, KeySecrets, KeyStore, KeyUsage, Ledger, NonceStore, OrderStore, Venue
 
 STAGE_ORDER = ("firewall", "authn", "replay", "authz", "forward")
 MAX_RECORDED_PATH = 512
@@ -52,11 +52,12 @@ def build_stages(
     replay_window_seconds: int,
     venue_timeout_seconds: float,
     key_secrets: KeySecrets | None = None,
+    key_usage: KeyUsage | None = None,
 ) -> tuple[Stage, ...]:
     """The production chain, in :data:`STAGE_ORDER`."""
     stages: tuple[Stage, ...] = (
         Firewall(),
-        Authenticate(keys, clock, key_secrets),
+        Authenticate(keys, clock, key_secrets, key_usage),
         ReplayGuard(nonces, clock, replay_window_seconds),
         Authorize(orders),
         Forward(orders, venue, ledger, clock, venue_timeout_seconds),

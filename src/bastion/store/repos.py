@@ -48,6 +48,10 @@ _KEY_COLUMNS = (
     "expires_us",
     "revoked_us",
     "secret_sealed",
+    "allowed_cidrs",
+    "last_used_us",
+    "last_used_ip",
+    "rotated_to",
 )
 _ORDER_COLUMNS = (
     "id",
@@ -68,7 +72,7 @@ _ORDER_COLUMNS = (
 _ORDER_STATE_COLUMNS = ("state", "status", "venue_order_id", "reject_reason", "snapshot", "updated_us")
 _SQL_KEY_BY_ID = (
     "SELECT key_id, account, alg, public_key, scopes, label, created_us, expires_us, revoked_us, "
-    "secret_sealed FROM api_keys WHERE key_id = ?"
+    "secret_sealed, allowed_cidrs, last_used_us, last_used_ip, rotated_to FROM api_keys WHERE key_id = ?"
 )
 _SQL_ORDER_SELECT = (
     "SELECT id, account, key_id, client_order_id, symbol, fingerprint, request, state, status, "
@@ -98,6 +102,7 @@ _LEDGER_HEAD = (
     select(ledger_entries.c.idx, ledger_entries.c.hash).order_by(ledger_entries.c.idx.desc()).limit(1)
 )
 _INSERT_LEDGER = insert(ledger_entries)
+_RECORD_KEY_USE = update(api_keys).where(api_keys.c.key_id == bindparam("b_key_id"))
 _UPDATE_BALANCE = update(paper_balances).where(
     paper_balances.c.account == bindparam("b_account"), paper_balances.c.asset == bindparam("b_asset")
 )
@@ -141,6 +146,10 @@ def _key_from_row(m: Mapping[Any, Any]) -> KeyRecord:
         expires_at=None if m["expires_us"] is None else from_us(m["expires_us"]),
         revoked_at=None if m["revoked_us"] is None else from_us(m["revoked_us"]),
         secret_sealed=None if m["secret_sealed"] is None else bytes(m["secret_sealed"]),
+        allowed_cidrs=tuple(c for c in str(m["allowed_cidrs"] or "").split(",") if c),
+        last_used_at=None if m["last_used_us"] is None else from_us(m["last_used_us"]),
+        last_used_ip=m["last_used_ip"],
+        rotated_to=m["rotated_to"],
     )
 
 
@@ -159,8 +168,9 @@ class SqlKeyStore:
 
         return await self._db.read(run)
 
-    async def create(self, record: KeyRecord) -> None:
-        values = {
+    @staticmethod
+    def _values(record: KeyRecord) -> dict[str, object]:
+        return {
             "key_id": record.key_id,
             "account": record.account,
             "alg": record.alg,
@@ -171,8 +181,39 @@ class SqlKeyStore:
             "expires_us": None if record.expires_at is None else to_us(record.expires_at),
             "revoked_us": None,
             "secret_sealed": record.secret_sealed,
+            "allowed_cidrs": ",".join(record.allowed_cidrs),
         }
+
+    async def create(self, record: KeyRecord) -> None:
+        values = self._values(record)
         await self._db.write(lambda conn: conn.execute(insert(api_keys).values(**values)))
+
+    async def rotate(self, old: KeyRecord, new: KeyRecord, old_expires_at: datetime) -> None:
+        """Insert ``new`` and let ``old`` expire at ``old_expires_at``, in one transaction."""
+        values = self._values(new)
+
+        def run(conn: Connection) -> None:
+            conn.execute(insert(api_keys).values(**values))
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == old.key_id)
+                .values(expires_us=to_us(old_expires_at), rotated_to=new.key_id)
+            )
+
+        await self._db.write(run)
+
+    async def set_allowed_cidrs(self, key_id: str, cidrs: tuple[str, ...]) -> bool:
+        statement = update(api_keys).where(api_keys.c.key_id == key_id).values(allowed_cidrs=",".join(cidrs))
+        return await self._db.write(lambda conn: bool(conn.execute(statement).rowcount))
+
+    async def record_usage(self, usage: Mapping[str, tuple[datetime, str]]) -> None:
+        """Last use per key, written in one transaction (called in batches, off the request path)."""
+        rows = [
+            {"b_key_id": k, "last_used_us": to_us(when), "last_used_ip": ip}
+            for k, (when, ip) in usage.items()
+        ]
+        if rows:
+            await self._db.write(lambda conn: conn.execute(_RECORD_KEY_USE, rows))
 
     async def list(self, account: str | None = None) -> list[KeyRecord]:
         query = select(api_keys).order_by(api_keys.c.created_us)

@@ -37,6 +37,10 @@ api_keys = Table(
     Column("expires_us", BigInteger, nullable=True),
     Column("revoked_us", BigInteger, nullable=True),
     Column("secret_sealed", LargeBinary, nullable=True),
+    Column("allowed_cidrs", Text, nullable=False, server_default=""),  # comma-separated, empty: any
+    Column("last_used_us", BigInteger, nullable=True),
+    Column("last_used_ip", String(64), nullable=True),
+    Column("rotated_to", String(40), nullable=True),
     Index("ix_api_keys_account", "account"),
 )
 
