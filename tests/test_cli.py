@@ -119,3 +119,87 @@ def test_commands_on_an_uninitialised_home_explain(tmp_path: Path) -> None:
     code, out = run("keys", "list", "--home", str(tmp_path / "none"))
     assert code == 2
     assert "bastion init" in out
+
+
+SAFE_CREDENTIAL = (
+    b'{"api_key": "venue-key-123", "api_secret": "venue-secret-xyz-very-long", '
+    b'"paper_api_restrictions": {"ipRestrict": true, "enableReading": true, '
+    b'"enableSpotAndMarginTrading": true, '
+    b'"enableWithdrawals": false, "enableInternalTransfer": false, "permitsUniversalTransfer": false}}'
+)
+
+
+def run_stdin(data: bytes, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), input=data)
+    return result.exit_code, result.output
+
+
+def test_a_trade_only_credential_is_stored_sealed(home: Path) -> None:
+    run("accounts", "create", "alice", "--home", str(home))
+    code, out = run_stdin(
+        SAFE_CREDENTIAL, "venues", "add", "--account", "alice", "--home", str(home), "--json"
+    )
+    assert code == 0, out
+    added = json.loads(out)
+    assert added["warnings"] == []
+    assert added["permissions"]["can_withdraw"] is False
+    listed = json.loads(run("venues", "list", "--home", str(home), "--json")[1])["credentials"]
+    assert [c["credential_id"] for c in listed] == [added["credential_id"]]
+    database = b"".join(p.read_bytes() for p in home.glob("bastion.db*"))
+    assert database
+    assert b"venue-secret-xyz-very-long" not in database
+    assert b"venue-key-123" not in database
+
+
+def test_an_unrestricted_credential_warns(home: Path, tmp_path: Path) -> None:
+    run("accounts", "create", "alice", "--home", str(home))
+    credential = tmp_path / "cred.json"
+    credential.write_bytes(SAFE_CREDENTIAL.replace(b'"ipRestrict": true', b'"ipRestrict": false'))
+    code, out = run(
+        "venues", "add", "--account", "alice", "--credentials-file", str(credential), "--home", str(home)
+    )
+    assert code == 0
+    assert "warning: it has no IP restriction" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ((b'"enableWithdrawals": false', b'"enableWithdrawals": true'), "can withdraw funds"),
+        ((b'"enableInternalTransfer": false', b'"enableInternalTransfer": true'), "can transfer funds"),
+        ((b', "permitsUniversalTransfer": false', b""), "can transfer funds"),  # silence fails closed
+    ],
+)
+def test_dangerous_credentials_are_refused_and_not_stored(
+    home: Path, change: tuple[bytes, bytes], message: str
+) -> None:
+    run("accounts", "create", "alice", "--home", str(home))
+    code, out = run_stdin(
+        SAFE_CREDENTIAL.replace(*change), "venues", "add", "--account", "alice", "--home", str(home)
+    )
+    assert code == 2
+    assert message in out
+    assert "trading permission only" in out
+    assert json.loads(run("venues", "list", "--home", str(home), "--json")[1])["credentials"] == []
+    assert "venue-secret" not in out
+
+
+@pytest.mark.parametrize(
+    ("data", "args", "message"),
+    [
+        (b"not json", (), "not valid"),
+        (b'{"api_key": "k", "api_secret": "s", "extra": 1}', (), "not valid"),
+        (b'{"api_key": "k"}', (), "not valid"),
+        (SAFE_CREDENTIAL, ("--venue", "nasdaq"), "unknown venue"),
+        (SAFE_CREDENTIAL, ("--account", "nobody"), "no account"),
+    ],
+)
+def test_bad_credential_input_is_explained(
+    home: Path, data: bytes, args: tuple[str, ...], message: str
+) -> None:
+    run("accounts", "create", "alice", "--home", str(home))
+    account = () if "--account" in args else ("--account", "alice")
+    code, out = run_stdin(data, "venues", "add", *account, *args, "--home", str(home))
+    assert code == 2
+    assert message in out
+    assert "Traceback" not in out

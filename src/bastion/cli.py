@@ -7,6 +7,7 @@ Every command takes ``--home DIR`` (default ``$BASTION_HOME``, else ``./.bastion
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -44,6 +45,8 @@ ledger_app = typer.Typer(help="The tamper-evident ledger.", no_args_is_help=True
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(ledger_app, name="ledger")
+venues_app = typer.Typer(help="Venue credentials (sealed by the vault).", no_args_is_help=True)
+app.add_typer(venues_app, name="venues")
 
 Home = Annotated[
     Path | None, typer.Option("--home", help="Bastion home (default $BASTION_HOME, else ./.bastion)")
@@ -412,6 +415,58 @@ def keys_revoke(key_id: str, home: Home = None, as_json: Json = False) -> None:
     if not revoked:
         _fail(f"no active key {key_id}", as_json)
     _emit(as_json, {"key_id": key_id, "revoked": True}, f"key {key_id} revoked")
+
+
+@venues_app.command("add")
+def venues_add(
+    account: Annotated[str, typer.Option(help="Account the credential trades for")],
+    venue: Annotated[str, typer.Option(help="Venue name")] = "paper",
+    credentials_file: Annotated[
+        str, typer.Option("--credentials-file", help="JSON file with api_key and api_secret, or - for stdin")
+    ] = "-",
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Add a venue credential: audited with the venue, refused if it can withdraw or transfer,
+    stored only sealed.  Never pass secrets on the command line."""
+    try:
+        raw = (
+            sys.stdin.buffer.read(65_537) if credentials_file == "-" else Path(credentials_file).read_bytes()
+        )
+        row, warnings = _with_services(_home(home), lambda s: s.add_venue_credential(account, venue, raw))
+    except (BastionError, OSError) as exc:
+        _fail(str(exc), as_json)
+    permissions = dataclasses.asdict(row.permissions)
+    text = f"credential {row.id} added for {account} on {venue} (stored sealed)"
+    for warning in warnings:
+        text += f"\nwarning: {warning}"
+    _emit(as_json, {"credential_id": row.id, "permissions": permissions, "warnings": warnings}, text)
+
+
+@venues_app.command("list")
+def venues_list(home: Home = None, as_json: Json = False) -> None:
+    """List venue credentials: ids, fingerprints and permissions, never the secrets."""
+    try:
+        rows = _with_services(_home(home), lambda s: s.credentials.list())
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    data = [
+        {
+            "credential_id": r.id,
+            "account": r.account,
+            "venue": r.venue,
+            "api_key_fingerprint": r.fingerprint,
+            "permissions": dataclasses.asdict(r.permissions),
+            "created_at": r.created_at.isoformat(),
+        }
+        for r in rows
+    ]
+    if as_json:
+        typer.echo(json.dumps({"credentials": data}, sort_keys=True))
+        return
+    for r in rows:
+        flags = ", ".join(k for k, v in dataclasses.asdict(r.permissions).items() if v) or "no permissions"
+        typer.echo(f"{r.id}  {r.account}  {r.venue}  key {r.fingerprint}  {flags}")
 
 
 @ledger_app.command("verify")

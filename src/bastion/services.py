@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bastion.clock import SystemClock
@@ -15,15 +18,25 @@ from bastion.config import Settings
 from bastion.crypto import keys as keyfmt
 from bastion.crypto.httpsig import ED25519, HMAC_SHA256
 from bastion.domain.addresses import parse_cidrs
+from bastion.domain.credentials import audit
 from bastion.domain.principals import Scope
-from bastion.errors import ConfigError
+from bastion.errors import BastionError, ConfigError
 from bastion.ledger.writer import LedgerWriter
 from bastion.pipeline.chain import Pipeline, Stage, build_stages
 from bastion.ports import Clock, KeyRecord
 from bastion.state.memory import MemoryNonceStore
 from bastion.state.usage import KeyUsageRecorder
 from bastion.store.db import Database, sqlite_url
-from bastion.store.repos import SqlAccounts, SqlKeyStore, SqlLedgerStore, SqlOrderStore, SqlPaperStore
+from bastion.store.repos import (
+    CredentialRow,
+    SqlAccounts,
+    SqlCredentialStore,
+    SqlKeyStore,
+    SqlLedgerStore,
+    SqlOrderStore,
+    SqlPaperStore,
+)
+from bastion.vault.envelope import SealContext, seal_secret
 from bastion.vault.keys import VaultKeySecrets
 from bastion.vault.master import keyfile_ring
 from bastion.venues.paper.engine import PaperEngine
@@ -53,6 +66,7 @@ class Services:
     db: Database
     key_secrets: VaultKeySecrets
     key_usage: KeyUsageRecorder
+    credentials: SqlCredentialStore
 
     @classmethod
     def build(cls, home: Path, settings: Settings, clock: Clock | None = None) -> Services:
@@ -81,6 +95,7 @@ class Services:
             db=db,
             key_secrets=VaultKeySecrets(keyfile_ring(home / VAULT_DIR)),
             key_usage=KeyUsageRecorder(keys.record_usage),
+            credentials=SqlCredentialStore(db),
         )
 
     async def start(self) -> None:
@@ -227,6 +242,59 @@ class Services:
         )
         return new, secret
 
+    async def add_venue_credential(
+        self, account: str, venue: str, raw: bytes
+    ) -> tuple[CredentialRow, list[str]]:
+        """Audit a venue credential with its venue, then store it sealed.  Refused (and the
+        refusal recorded) when it can withdraw or transfer funds out; warnings otherwise."""
+        if venue != self.venue.name:
+            raise ConfigError(f"unknown venue {venue!r}; this installation has: {self.venue.name}")
+        if not await self.accounts.exists(account):
+            raise ConfigError(f"no account {account!r}")
+        if len(raw) > 65_536:
+            raise ConfigError("the credentials file is larger than 64 KiB")
+        try:
+            parsed = msgspec.json.decode(raw, type=CredentialFile)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # msgspec's message names the field, never its value
+            raise ConfigError(f"the credentials file is not valid: {exc}") from None
+        permissions = await self.venue.audit_credentials(msgspec.structs.asdict(parsed))
+        refusals, warnings = audit(permissions)
+        fingerprint = hashlib.sha256(parsed.api_key.encode()).hexdigest()[:16]
+        facts: dict[str, object] = {
+            "account": account,
+            "venue": venue,
+            "api_key_fingerprint": fingerprint,
+            "permissions": dataclasses.asdict(permissions),
+        }
+        if refusals:
+            await self.ledger.append("credential.refused", facts | {"reasons": refusals})
+            raise CredentialRefused(
+                "refused: this credential "
+                + " and ".join(refusals)
+                + ". Create an API key at the venue with "
+                "trading permission only (no withdrawals, no transfers), restricted to Bastion's IP address."
+            )
+        row = CredentialRow(
+            id="vc_" + keyfmt.new_key_id()[4:28],
+            account=account,
+            venue=venue,
+            fingerprint=fingerprint,
+            permissions=permissions,
+            created_at=self.clock.now(),
+        )
+        sealed = seal_secret(
+            self.key_secrets.ring,
+            msgspec.json.encode(parsed),
+            SealContext(account, row.id, f"venue-credential:{venue}"),
+        )
+        await self.credentials.add(row, sealed)
+        await self.ledger.append(
+            "credential.added",
+            facts | {"credential_id": row.id, "secret": "sealed by the vault", "warnings": warnings},
+        )
+        return row, warnings
+
     async def set_allowed_cidrs(self, key_id: str, cidrs: tuple[str, ...]) -> tuple[str, ...]:
         parsed = parse_cidrs(cidrs)
         if not await self.keys.set_allowed_cidrs(key_id, parsed):
@@ -239,6 +307,20 @@ class Services:
         if revoked:
             await self.ledger.append("key.revoked", {"key_id": key_id})
         return revoked
+
+
+class CredentialFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A venue credential as the operator hands it over (file or stdin, never argv)."""
+
+    api_key: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    api_secret: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    passphrase: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    # The paper venue only: the permission report it should simulate (Binance-style).
+    paper_api_restrictions: dict[str, object] | None = None
+
+
+class CredentialRefused(BastionError):
+    """A venue credential failed the permission audit; nothing was stored."""
 
 
 def _fingerprint(raw: bytes) -> str:

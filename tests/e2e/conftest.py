@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import secrets
 import socket
 import ssl
 import subprocess
@@ -71,6 +72,7 @@ class Gateway:
     process: subprocess.Popen[bytes]
     responses: list[bytes] = field(default_factory=list)
     sent_signatures: list[str] = field(default_factory=list)
+    other_secrets: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -191,6 +193,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         home, "keys", "create", "--account", "alice", "--scopes", "read,trade,cancel", "--alg", "hmac"
     )
     keys["alice_hmac"] = Key(hmac["key_id"], secret=hmac["secret"])
+    venue_key, venue_secret = f"pk-{secrets.token_hex(12)}", f"ps-{secrets.token_hex(24)}"
+    added = subprocess.run(
+        [sys.executable, "-m", "bastion", "venues", "add", "--account", "alice", "--home", str(home)],
+        input=json.dumps({"api_key": venue_key, "api_secret": venue_secret}).encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
     log = (home / "serve.out").open("wb")
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
@@ -200,6 +211,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         env=env,
     )
     gateway = Gateway(home, port, home / "tls" / "cert.pem", keys, process)
+    gateway.other_secrets = {"venue api key": venue_key.encode(), "venue api secret": venue_secret.encode()}
     try:
         _wait_ready(gateway, time.monotonic() + 30)
         yield gateway

@@ -1,10 +1,12 @@
-"""Acceptance: after an end-to-end run, no private key, signing secret or full signature is in
-the logs, the database (with its WAL) or any response.  Runs last in this package."""
+"""Acceptance: after an end-to-end run with Ed25519 and HMAC keys and a venue credential, no
+private key, HMAC secret, venue credential, master key or full signature is in the logs, the
+database (with its WAL) or any response, raw, hex or base64.  Runs last in this package."""
 
 from __future__ import annotations
 
 import base64
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,12 @@ def test_no_secret_leaks_anywhere(gateway: Gateway) -> None:
         )
         body = b"".join(pem.split(b"\n")[1:-2])
         secrets[f"{name} private key"] = forms(raw) | {body}
+    for name, value in gateway.other_secrets.items():
+        secrets[name] = forms(value) | {value}
+    with sqlite3.connect(gateway.home / "bastion.db") as db:
+        master = (gateway.home / "vault" / "master-1.key").read_bytes()
+        secrets["vault master key"] = forms(master)
+        assert db.execute("SELECT count(*) FROM venue_credentials").fetchone()[0] == 1
     for n, header in enumerate(gateway.sent_signatures):
         value = re.search(r":([A-Za-z0-9+/=]+):", header)
         assert value is not None

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -17,13 +18,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bastion.clock import from_us, to_us
+from bastion.domain.credentials import CredentialPermissions
 from bastion.domain.orders import OrderRequest, VenueOrder
 from bastion.domain.principals import Scope
 from bastion.errors import LedgerError
 from bastion.ledger.chain import GENESIS, make_entry
 from bastion.ports import KeyRecord, Ledger, LedgerRow, OrderRecord, OrderState, PendingEntry, RowConflict
 from bastion.store.db import Database
-from bastion.store.tables import accounts, api_keys, ledger_entries, orders, paper_balances, paper_orders
+from bastion.store.tables import (
+    accounts,
+    api_keys,
+    ledger_entries,
+    orders,
+    paper_balances,
+    paper_orders,
+    venue_credentials,
+)
 from bastion.venues.paper.engine import PaperOrder
 from bastion.venues.paper.store import AccountState, Balances
 
@@ -450,6 +460,55 @@ class SqlLedgerStore:
     async def count(self) -> int:
         query = select(func.count()).select_from(ledger_entries)
         return await self._db.read(lambda conn: int(conn.execute(query).scalar_one()))
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRow:
+    id: str
+    account: str
+    venue: str
+    fingerprint: str
+    permissions: CredentialPermissions
+    created_at: datetime
+
+
+class SqlCredentialStore:
+    """Venue credentials: only their sealed form, a fingerprint and the venue's report."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, row: CredentialRow, sealed: bytes) -> None:
+        values = {
+            "id": row.id,
+            "account": row.account,
+            "venue": row.venue,
+            "sealed": sealed,
+            "fingerprint": row.fingerprint,
+            "permissions": _encode(row.permissions).decode(),
+            "created_us": to_us(row.created_at),
+        }
+        await self._db.write(lambda conn: conn.execute(insert(venue_credentials).values(**values)))
+
+    async def list(self, account: str | None = None) -> list[CredentialRow]:
+        query = select(venue_credentials).order_by(venue_credentials.c.created_us)
+        if account is not None:
+            query = query.where(venue_credentials.c.account == account)
+
+        def run(conn: Connection) -> list[CredentialRow]:
+            return [
+                CredentialRow(
+                    r.id,
+                    r.account,
+                    r.venue,
+                    r.fingerprint,
+                    msgspec.json.decode(r.permissions, type=CredentialPermissions),
+                    from_us(r.created_us),
+                )
+                for r in conn.execute(query)
+            ]
+
+        return await self._db.read(run)
 
 
 class SqlPaperStore:

@@ -74,6 +74,19 @@ ledger_entries = Table(
     Column("hash", LargeBinary, nullable=False),
 )
 
+venue_credentials = Table(
+    "venue_credentials",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account", String(64), ForeignKey("accounts.name"), nullable=False),
+    Column("venue", String(32), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),  # the whole credential, sealed by the vault
+    Column("fingerprint", String(16), nullable=False),  # SHA-256 prefix of the API key, to tell them apart
+    Column("permissions", Text, nullable=False),  # the venue's report, as JSON
+    Column("created_us", BigInteger, nullable=False),
+    Index("ix_venue_credentials_account", "account"),
+)
+
 paper_balances = Table(
     "paper_balances",
     metadata,

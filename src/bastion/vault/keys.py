@@ -13,14 +13,14 @@ class VaultKeySecrets:
     """The ``KeySecrets`` port over a master-key ring."""
 
     def __init__(self, ring: MasterKeyRing) -> None:
-        self._ring = ring
+        self.ring = ring
 
     def seal_key_secret(self, account: str, key_id: str, secret: bytes) -> bytes:
-        return seal_secret(self._ring, secret, SealContext(account, key_id, PURPOSE_KEY_HMAC))
+        return seal_secret(self.ring, secret, SealContext(account, key_id, PURPOSE_KEY_HMAC))
 
     def open_key_secret(self, record: KeyRecord) -> bytes:
         if record.secret_sealed is None:
             raise VaultError
         return open_secret(
-            self._ring, record.secret_sealed, SealContext(record.account, record.key_id, PURPOSE_KEY_HMAC)
+            self.ring, record.secret_sealed, SealContext(record.account, record.key_id, PURPOSE_KEY_HMAC)
         )

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from bastion.clock import from_us, to_us
+from bastion.domain.credentials import CredentialPermissions
 from bastion.domain.instruments import AssetClass, Instrument
 from bastion.domain.orders import Balance, Fill, OrderRequest, Ticker, VenueOrder
 from bastion.errors import VenueRejected
 from bastion.ports import Clock
+from bastion.venues.binance_restrictions import RestrictionsFormatError, parse_api_restrictions
 from bastion.venues.paper.data import Bar, load_series
 from bastion.venues.paper.engine import Changes, Market, PaperEngine, PaperOrder
 from bastion.venues.paper.store import PaperStore
@@ -190,6 +192,27 @@ class PaperVenue:
             ids = [i for s, ids in self._engine.open_ids.items() if symbol in (None, s) for i in ids]
             found = [self._engine.orders[i] for i in sorted(ids)]
             return [to_venue_order(o) for o in found if o.account == account]
+
+    async def audit_credentials(self, credentials: Mapping[str, object]) -> CredentialPermissions:
+        """What this credential may do.  The paper venue simulates a venue's report: a
+        credential file may carry ``paper_api_restrictions`` (a Binance-style apiRestrictions
+        object) to play any case; without it, the key is trade-only and IP-restricted."""
+        report = credentials.get("paper_api_restrictions")
+        if report is None:
+            report = {
+                "ipRestrict": True,
+                "enableReading": True,
+                "enableSpotAndMarginTrading": True,
+                "enableWithdrawals": False,
+                "enableInternalTransfer": False,
+                "permitsUniversalTransfer": False,
+            }
+        if not isinstance(report, dict):
+            raise VenueRejected("CREDENTIAL_REPORT", "paper_api_restrictions must be an object")
+        try:
+            return parse_api_restrictions(report)
+        except RestrictionsFormatError as exc:
+            raise VenueRejected("CREDENTIAL_REPORT", str(exc)) from None
 
     async def balances(self, account: str) -> Sequence[Balance]:
         async with self._lock:
