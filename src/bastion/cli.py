@@ -47,6 +47,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(ledger_app, name="ledger")
 venues_app = typer.Typer(help="Venue credentials (sealed by the vault).", no_args_is_help=True)
 app.add_typer(venues_app, name="venues")
+vault_app = typer.Typer(help="The vault's master keys.", no_args_is_help=True)
+app.add_typer(vault_app, name="vault")
 
 Home = Annotated[
     Path | None, typer.Option("--home", help="Bastion home (default $BASTION_HOME, else ./.bastion)")
@@ -467,6 +469,54 @@ def venues_list(home: Home = None, as_json: Json = False) -> None:
     for r in rows:
         flags = ", ".join(k for k, v in dataclasses.asdict(r.permissions).items() if v) or "no permissions"
         typer.echo(f"{r.id}  {r.account}  {r.venue}  key {r.fingerprint}  {flags}")
+
+
+@vault_app.command("status")
+def vault_status(home: Home = None, as_json: Json = False) -> None:
+    """Master-key versions present, and the versions sealed secrets still need."""
+    try:
+        present, in_use = _with_services(_home(home), lambda s: s.vault_status())
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    _emit(
+        as_json,
+        {"versions": present, "in_use": in_use, "current": max(present)},
+        f"master keys: {present} (current {max(present)}); sealed secrets use {in_use or 'none'}",
+    )
+
+
+@vault_app.command("rotate-master")
+def vault_rotate_master(
+    resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted rotation")] = False,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Create a new master-key version and re-seal every secret under it (Bastion keeps serving)."""
+    try:
+        report = _with_services(_home(home), lambda s: s.rotate_master(resume=resume))
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    _emit(
+        as_json,
+        dataclasses.asdict(report),
+        f"master key version {report.target_version}: re-sealed {report.resealed}, already current "
+        f"{report.already_current}, skipped {report.skipped}; versions in use {report.versions_in_use}",
+    )
+
+
+@vault_app.command("retire")
+def vault_retire(
+    yes: Annotated[bool, typer.Option("--yes", help="Delete the unused master keyfiles")] = False,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Delete master keyfiles that no sealed secret needs any more (never the current one)."""
+    try:
+        unused = _with_services(_home(home), lambda s: s.retire_master_keys(confirm=yes))
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    verb = "retired" if yes else "would retire (add --yes)"
+    _emit(as_json, {"unused": unused, "retired": yes}, f"{verb}: {unused or 'nothing'}")
 
 
 @ledger_app.command("verify")

@@ -35,10 +35,12 @@ from bastion.store.repos import (
     SqlLedgerStore,
     SqlOrderStore,
     SqlPaperStore,
+    SqlSealedRows,
 )
-from bastion.vault.envelope import SealContext, seal_secret
+from bastion.vault.envelope import SealContext, master_version, seal_secret
 from bastion.vault.keys import VaultKeySecrets
-from bastion.vault.master import keyfile_ring
+from bastion.vault.master import create_next_keyfile, keyfile_ring, keyfile_versions
+from bastion.vault.rotation import RotationReport, reseal_all
 from bastion.venues.paper.engine import PaperEngine
 from bastion.venues.paper.venue import DEFAULT_EPOCH_US, DEFAULT_FUNDING, PaperVenue, build_markets
 
@@ -294,6 +296,34 @@ class Services:
             facts | {"credential_id": row.id, "secret": "sealed by the vault", "warnings": warnings},
         )
         return row, warnings
+
+    async def rotate_master(self, *, resume: bool = False) -> RotationReport:
+        """Create the next master-key version (unless ``resume``) and re-seal every secret
+        under it.  Safe to interrupt: run again with ``resume`` to finish."""
+        directory = self.home / VAULT_DIR
+        if not resume:
+            version = create_next_keyfile(directory)
+            await self.ledger.append("vault.master_created", {"version": version, "provider": "keyfile"})
+        ring = keyfile_ring(directory)
+        self.key_secrets = VaultKeySecrets(ring)
+        report = await reseal_all(ring, SqlSealedRows(self.db), self.ledger)
+        await self.ledger.append("vault.rotated", dataclasses.asdict(report))
+        return report
+
+    async def retire_master_keys(self, *, confirm: bool) -> list[int]:
+        """Master-key versions no sealed value needs (never the current one); deleted if ``confirm``."""
+        present, in_use = await self.vault_status()
+        unused = [v for v in present if v not in in_use and v != max(present)]
+        if confirm and unused:
+            for version in unused:
+                (self.home / VAULT_DIR / f"master-{version}.key").unlink()
+            await self.ledger.append("vault.retired", {"versions": unused})
+        return unused
+
+    async def vault_status(self) -> tuple[list[int], list[int]]:
+        """(master-key versions present, versions that sealed values still need)."""
+        rows = await SqlSealedRows(self.db).sealed_rows()
+        return keyfile_versions(self.home / VAULT_DIR), sorted({master_version(r.sealed) for r in rows})
 
     async def set_allowed_cidrs(self, key_id: str, cidrs: tuple[str, ...]) -> tuple[str, ...]:
         parsed = parse_cidrs(cidrs)

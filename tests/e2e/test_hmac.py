@@ -11,7 +11,7 @@ import requests
 from requests_http_signature import HTTPSignatureAuth, algorithms
 
 from bastion.client import BastionAPIError, BastionClient
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, cli_json
 
 pytestmark = pytest.mark.e2e
 
@@ -68,3 +68,20 @@ def test_the_secret_is_stored_only_sealed(gateway: Gateway) -> None:
     assert bytes(public) == b""
     assert bytes(sealed).startswith(b"BV1")
     assert key.secret.encode() not in bytes(sealed)
+
+
+def test_master_key_rotation_while_serving(gateway: Gateway) -> None:
+    key = gateway.keys["alice_hmac"]
+    assert key.secret is not None
+    client = BastionClient(gateway.url, key.key_id, hmac_secret=key.secret, ca_cert=gateway.cert)
+    assert client.account()["account"] == "alice"
+    rotated = cli_json(gateway.home, "vault", "rotate-master")
+    assert rotated["versions_in_use"] == [rotated["target_version"]]
+    # The running server never saw the new master key; it loads it on first need.
+    assert client.account()["account"] == "alice"
+    with sqlite3.connect(gateway.home / "bastion.db") as db:
+        versions = {
+            bytes(r[0])[3:7]
+            for r in db.execute("SELECT secret_sealed FROM api_keys WHERE secret_sealed IS NOT NULL")
+        }
+    assert versions == {rotated["target_version"].to_bytes(4, "big")}

@@ -23,7 +23,16 @@ from bastion.domain.orders import OrderRequest, VenueOrder
 from bastion.domain.principals import Scope
 from bastion.errors import LedgerError
 from bastion.ledger.chain import GENESIS, make_entry
-from bastion.ports import KeyRecord, Ledger, LedgerRow, OrderRecord, OrderState, PendingEntry, RowConflict
+from bastion.ports import (
+    KeyRecord,
+    Ledger,
+    LedgerRow,
+    OrderRecord,
+    OrderState,
+    PendingEntry,
+    RowConflict,
+    RowWrite,
+)
 from bastion.store.db import Database
 from bastion.store.tables import (
     accounts,
@@ -34,6 +43,9 @@ from bastion.store.tables import (
     paper_orders,
     venue_credentials,
 )
+from bastion.vault.envelope import SealContext
+from bastion.vault.keys import PURPOSE_KEY_HMAC
+from bastion.vault.rotation import SealedRow
 from bastion.venues.paper.engine import PaperOrder
 from bastion.venues.paper.store import AccountState, Balances
 
@@ -509,6 +521,67 @@ class SqlCredentialStore:
             ]
 
         return await self._db.read(run)
+
+
+class SqlSealedRows:
+    """Every value the vault sealed, for master-key rotation (``vault.rotation.SealedRows``)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def sealed_rows(self) -> list[SealedRow]:
+        keys = select(api_keys.c.key_id, api_keys.c.account, api_keys.c.secret_sealed).where(
+            api_keys.c.secret_sealed.is_not(None)
+        )
+        creds = select(
+            venue_credentials.c.id,
+            venue_credentials.c.account,
+            venue_credentials.c.venue,
+            venue_credentials.c.sealed,
+        )
+
+        def run(conn: Connection) -> list[SealedRow]:
+            rows = [
+                SealedRow(
+                    "api_keys",
+                    r.key_id,
+                    SealContext(r.account, r.key_id, PURPOSE_KEY_HMAC),
+                    bytes(r.secret_sealed),
+                )
+                for r in conn.execute(keys)
+            ]
+            rows += [
+                SealedRow(
+                    "venue_credentials",
+                    r.id,
+                    SealContext(r.account, r.id, f"venue-credential:{r.venue}"),
+                    bytes(r.sealed),
+                )
+                for r in conn.execute(creds)
+            ]
+            return rows
+
+        return await self._db.read(run)
+
+    def replace_write(self, row: SealedRow, new: bytes) -> RowWrite:
+        if row.table == "api_keys":
+            statement = (
+                update(api_keys)
+                .where(api_keys.c.key_id == row.row_id, api_keys.c.secret_sealed == row.sealed)
+                .values(secret_sealed=new)
+            )
+        else:
+            statement = (
+                update(venue_credentials)
+                .where(venue_credentials.c.id == row.row_id, venue_credentials.c.sealed == row.sealed)
+                .values(sealed=new)
+            )
+
+        def write(conn: Connection) -> None:
+            if not conn.execute(statement).rowcount:
+                raise RowConflict(row.row_id)
+
+        return write
 
 
 class SqlPaperStore:

@@ -75,32 +75,60 @@ class KeyfileMasterKey:
 
 
 class MasterKeyRing:
-    """All master-key versions in use; the newest seals, any opens what it sealed."""
+    """All master-key versions in use; the newest seals, any opens what it sealed.  With a
+    ``loader``, a version this ring has not seen is looked up on demand, so a running server
+    opens secrets that a concurrent rotation re-sealed under a new master key."""
 
-    def __init__(self, keys: Mapping[int, MasterKey]) -> None:
+    def __init__(
+        self, keys: Mapping[int, MasterKey], loader: Callable[[int], MasterKey | None] | None = None
+    ) -> None:
         if not keys:
             raise ConfigError("the vault needs at least one master key")
         for version, key in keys.items():
             if key.version != version:
                 raise ConfigError(f"master key registered as version {version} says {key.version}")
         self._keys = dict(keys)
+        self._loader = loader
         self.current = self._keys[max(self._keys)]
 
     def get(self, version: int) -> MasterKey | None:
-        return self._keys.get(version)
+        key = self._keys.get(version)
+        if key is None and self._loader is not None:
+            key = self._loader(version)
+            if key is not None:
+                self._keys[version] = key
+        return key
 
     @property
     def versions(self) -> list[int]:
         return sorted(self._keys)
 
 
+def keyfile_versions(directory: Path) -> list[int]:
+    return sorted(
+        int(p.stem.removeprefix("master-"))
+        for p in directory.glob("master-*.key")
+        if p.stem.removeprefix("master-").isdigit()
+    )
+
+
 def keyfile_ring(directory: Path) -> MasterKeyRing:
-    """Every ``master-<version>.key`` in ``directory``."""
-    keys: dict[int, MasterKey] = {}
-    for path in sorted(directory.glob("master-*.key")):
-        stem = path.stem.removeprefix("master-")
-        if stem.isdigit():
-            keys[int(stem)] = KeyfileMasterKey(path, int(stem))
+    """Every ``master-<version>.key`` in ``directory``; later versions load on first use."""
+    keys: dict[int, MasterKey] = {
+        v: KeyfileMasterKey(directory / f"master-{v}.key", v) for v in keyfile_versions(directory)
+    }
     if not keys:
         raise ConfigError(f"no master key in {directory}: run 'bastion init'")
-    return MasterKeyRing(keys)
+
+    def load(version: int) -> MasterKey | None:
+        path = directory / f"master-{version}.key"
+        return KeyfileMasterKey(path, version) if path.is_file() else None
+
+    return MasterKeyRing(keys, load)
+
+
+def create_next_keyfile(directory: Path) -> int:
+    """Write the next master-key version's keyfile; its version number."""
+    version = max(keyfile_versions(directory), default=0) + 1
+    KeyfileMasterKey.create(directory / f"master-{version}.key")
+    return version
