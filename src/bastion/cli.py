@@ -488,12 +488,15 @@ def vault_status(home: Home = None, as_json: Json = False) -> None:
 @vault_app.command("rotate-master")
 def vault_rotate_master(
     resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted rotation")] = False,
+    to: Annotated[
+        str | None, typer.Option("--to", help="keyfile or pkcs11 (default: the vault.provider setting)")
+    ] = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
     """Create a new master-key version and re-seal every secret under it (Bastion keeps serving)."""
     try:
-        report = _with_services(_home(home), lambda s: s.rotate_master(resume=resume))
+        report = _with_services(_home(home), lambda s: s.rotate_master(resume=resume, to=to))
     except BastionError as exc:
         _fail(str(exc), as_json)
     _emit(

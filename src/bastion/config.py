@@ -9,6 +9,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -59,6 +60,18 @@ class PaperSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ConfigError("paper.venue_timeout_seconds must be in (0, 120]")
 
 
+class VaultSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # Where `bastion vault rotate-master` creates new master-key versions.
+    provider: Literal["keyfile", "pkcs11"] = "keyfile"
+    # PKCS#11 module and token; the PIN comes from the environment variable BASTION_HSM_PIN.
+    pkcs11_library: str = ""
+    pkcs11_label: str = "bastion"
+
+    def __post_init__(self) -> None:
+        if self.provider == "pkcs11" and not self.pkcs11_library:
+            raise ConfigError("vault.provider = pkcs11 needs vault.pkcs11_library")
+
+
 class LogSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     level: str = "info"
     file: str = "logs/bastion.log"
@@ -74,6 +87,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     paper: PaperSettings = msgspec.field(default_factory=PaperSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
+    vault: VaultSettings = msgspec.field(default_factory=VaultSettings)
 
 
 def load_settings(home: Path) -> Settings:
@@ -123,4 +137,11 @@ venue_timeout_seconds = 10.0
 [log]
 level = "info"
 file = "logs/bastion.log"
+
+[vault]
+# Where `bastion vault rotate-master` creates new master keys: "keyfile" (vault/master-N.key)
+# or "pkcs11" (an HSM; the PIN comes from the environment variable BASTION_HSM_PIN).
+provider = "keyfile"
+pkcs11_library = ""
+pkcs11_label = "bastion"
 """

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -39,12 +41,34 @@ from bastion.store.repos import (
 )
 from bastion.vault.envelope import SealContext, master_version, seal_secret
 from bastion.vault.keys import VaultKeySecrets
-from bastion.vault.master import create_next_keyfile, keyfile_ring, keyfile_versions
+from bastion.vault.master import MasterKey, create_next_keyfile, keyfile_versions, open_ring
 from bastion.vault.rotation import RotationReport, reseal_all
 from bastion.venues.paper.engine import PaperEngine
 from bastion.venues.paper.venue import DEFAULT_EPOCH_US, DEFAULT_FUNDING, PaperVenue, build_markets
 
 VAULT_DIR = "vault"
+HSM_PIN_ENV = "BASTION_HSM_PIN"
+
+
+class Pkcs11TokenLike(Protocol):
+    def keys(self) -> Mapping[int, MasterKey]: ...
+
+    def create(self, version: int) -> MasterKey: ...
+
+    def close(self) -> None: ...
+
+
+def open_token(settings: Settings, environ: Mapping[str, str]) -> Pkcs11TokenLike | None:
+    """The PKCS#11 token when one is configured (its PIN from BASTION_HSM_PIN), else None."""
+    if not settings.vault.pkcs11_library:
+        return None
+    from bastion.vault.pkcs11 import Pkcs11Token
+
+    return Pkcs11Token(
+        settings.vault.pkcs11_library, settings.vault.pkcs11_label, environ.get(HSM_PIN_ENV, "")
+    )
+
+
 ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 DEFAULT_KEY_LIFETIME = timedelta(days=90)
 
@@ -69,10 +93,18 @@ class Services:
     key_secrets: VaultKeySecrets
     key_usage: KeyUsageRecorder
     credentials: SqlCredentialStore
+    token: Pkcs11TokenLike | None = None
 
     @classmethod
-    def build(cls, home: Path, settings: Settings, clock: Clock | None = None) -> Services:
+    def build(
+        cls,
+        home: Path,
+        settings: Settings,
+        clock: Clock | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Services:
         clock = clock or SystemClock()
+        token = open_token(settings, os.environ if environ is None else environ)
         db = Database(database_url(home, settings))
         ledger_store = SqlLedgerStore(db)
         ledger = LedgerWriter(ledger_store, clock)
@@ -95,9 +127,10 @@ class Services:
             venue=PaperVenue(paper, SqlPaperStore(db), clock),
             nonces=MemoryNonceStore(),
             db=db,
-            key_secrets=VaultKeySecrets(keyfile_ring(home / VAULT_DIR)),
+            key_secrets=VaultKeySecrets(open_ring(home / VAULT_DIR, token)),
             key_usage=KeyUsageRecorder(keys.record_usage),
             credentials=SqlCredentialStore(db),
+            token=token,
         )
 
     async def start(self) -> None:
@@ -110,6 +143,8 @@ class Services:
         await self.key_usage.close()
         await self.ledger.close()
         await self.db.close()
+        if self.token is not None:
+            self.token.close()
 
     def stages(self) -> tuple[Stage, ...]:
         return build_stages(
@@ -297,23 +332,35 @@ class Services:
         )
         return row, warnings
 
-    async def rotate_master(self, *, resume: bool = False) -> RotationReport:
-        """Create the next master-key version (unless ``resume``) and re-seal every secret
-        under it.  Safe to interrupt: run again with ``resume`` to finish."""
+    async def rotate_master(self, *, resume: bool = False, to: str | None = None) -> RotationReport:
+        """Create the next master-key version (unless ``resume``) in the keyfile or PKCS#11
+        provider (``to``, default the settings' provider) and re-seal every secret under it.
+        Safe to interrupt: run again with ``resume`` to finish."""
         directory = self.home / VAULT_DIR
+        provider = to or self.settings.vault.provider
+        if provider not in ("keyfile", "pkcs11"):
+            raise ConfigError("master keys live in the keyfile or pkcs11 provider")
         if not resume:
-            version = create_next_keyfile(directory)
-            await self.ledger.append("vault.master_created", {"version": version, "provider": "keyfile"})
-        ring = keyfile_ring(directory)
+            version = max(self.key_secrets.ring.versions) + 1
+            if provider == "pkcs11":
+                if self.token is None:
+                    raise ConfigError("no PKCS#11 token configured (vault.pkcs11_library)")
+                self.token.create(version)
+            else:
+                create_next_keyfile(directory, version)
+            await self.ledger.append("vault.master_created", {"version": version, "provider": provider})
+        ring = open_ring(directory, self.token)
         self.key_secrets = VaultKeySecrets(ring)
         report = await reseal_all(ring, SqlSealedRows(self.db), self.ledger)
         await self.ledger.append("vault.rotated", dataclasses.asdict(report))
         return report
 
     async def retire_master_keys(self, *, confirm: bool) -> list[int]:
-        """Master-key versions no sealed value needs (never the current one); deleted if ``confirm``."""
+        """Keyfile master-key versions no sealed value needs (never the current one); deleted
+        if ``confirm``.  Keys in an HSM are retired with the HSM's own tools."""
         present, in_use = await self.vault_status()
-        unused = [v for v in present if v not in in_use and v != max(present)]
+        files = keyfile_versions(self.home / VAULT_DIR)
+        unused = [v for v in files if v not in in_use and v != max(present)]
         if confirm and unused:
             for version in unused:
                 (self.home / VAULT_DIR / f"master-{version}.key").unlink()
@@ -321,9 +368,12 @@ class Services:
         return unused
 
     async def vault_status(self) -> tuple[list[int], list[int]]:
-        """(master-key versions present, versions that sealed values still need)."""
+        """(master-key versions present in any provider, versions that sealed values still need)."""
         rows = await SqlSealedRows(self.db).sealed_rows()
-        return keyfile_versions(self.home / VAULT_DIR), sorted({master_version(r.sealed) for r in rows})
+        present = set(keyfile_versions(self.home / VAULT_DIR))
+        if self.token is not None:
+            present |= set(self.token.keys())
+        return sorted(present), sorted({master_version(r.sealed) for r in rows})
 
     async def set_allowed_cidrs(self, key_id: str, cidrs: tuple[str, ...]) -> tuple[str, ...]:
         parsed = parse_cidrs(cidrs)

@@ -114,21 +114,39 @@ def keyfile_versions(directory: Path) -> list[int]:
 
 def keyfile_ring(directory: Path) -> MasterKeyRing:
     """Every ``master-<version>.key`` in ``directory``; later versions load on first use."""
+    return open_ring(directory)
+
+
+def open_ring(directory: Path, token: TokenKeys | None = None) -> MasterKeyRing:
+    """Keyfile versions in ``directory`` plus, with a token, the versions it holds; versions
+    created later (by a concurrent rotation) load on first use."""
     keys: dict[int, MasterKey] = {
         v: KeyfileMasterKey(directory / f"master-{v}.key", v) for v in keyfile_versions(directory)
     }
+    if token is not None:
+        held = token.keys()
+        clash = sorted(set(held) & set(keys))
+        if clash:
+            raise ConfigError(f"master key versions {clash} exist both as keyfiles and in the token")
+        keys.update(held)
     if not keys:
         raise ConfigError(f"no master key in {directory}: run 'bastion init'")
 
     def load(version: int) -> MasterKey | None:
         path = directory / f"master-{version}.key"
-        return KeyfileMasterKey(path, version) if path.is_file() else None
+        if path.is_file():
+            return KeyfileMasterKey(path, version)
+        return token.keys().get(version) if token is not None else None
 
     return MasterKeyRing(keys, load)
 
 
-def create_next_keyfile(directory: Path) -> int:
-    """Write the next master-key version's keyfile; its version number."""
-    version = max(keyfile_versions(directory), default=0) + 1
+def create_next_keyfile(directory: Path, version: int) -> None:
+    """Write master-key version ``version`` as a keyfile."""
     KeyfileMasterKey.create(directory / f"master-{version}.key")
-    return version
+
+
+class TokenKeys(Protocol):
+    def keys(self) -> Mapping[int, MasterKey]: ...
+
+    def create(self, version: int) -> MasterKey: ...
