@@ -122,6 +122,7 @@ def test_commands_on_an_uninitialised_home_explain(tmp_path: Path) -> None:
 
 
 SAFE_CREDENTIAL = (
+    # pragma: allowlist nextline secret - test data
     b'{"api_key": "venue-key-123", "api_secret": "venue-secret-xyz-very-long", '
     b'"paper_api_restrictions": {"ipRestrict": true, "enableReading": true, '
     b'"enableSpotAndMarginTrading": true, '

@@ -522,6 +522,29 @@ def vault_retire(
     _emit(as_json, {"unused": unused, "retired": yes}, f"{verb}: {unused or 'nothing'}")
 
 
+@app.command("scan")
+def scan_command(
+    path: Annotated[Path, typer.Argument(help="A bot's repository, directory or file")],
+    as_json: Json = False,
+) -> None:
+    """Find credentials embedded in bot code and configuration: Bastion keys and secrets,
+    exchange keys, private keys, cloud keys, high-entropy strings.  Exit 1 when anything is
+    found (use it as a pre-commit hook); findings name the file, line and type, never the value."""
+    from bastion.scanning.scan import scan
+
+    if not path.exists():
+        _fail(f"{path} does not exist", as_json)
+    findings = scan(path)
+    if as_json:
+        typer.echo(json.dumps({"findings": [dataclasses.asdict(f) for f in findings]}, sort_keys=True))
+    else:
+        for finding in findings:
+            typer.echo(f"{finding.path}:{finding.line}: {finding.type}")
+        typer.echo(f"{len(findings)} finding(s)" if findings else "no credentials found")
+    if findings:
+        raise typer.Exit(1)
+
+
 @ledger_app.command("verify")
 def ledger_verify(home: Home = None, as_json: Json = False) -> None:
     """Check the ledger from its first entry; exit 1 naming the first bad entry."""

@@ -211,6 +211,7 @@ class Services:
             allowed_cidrs=parse_cidrs(allowed_cidrs),
         )
         await self.keys.create(record)
+        storage = "sealed by the vault" if sealed is not None else None
         await self.ledger.append(
             "key.created",
             {
@@ -220,7 +221,7 @@ class Services:
                 "scopes": sorted(s.value for s in scopes),
                 "expires_at": record.expires_at.isoformat() if record.expires_at else None,
                 "public_key_sha256": _fingerprint(record.public_key) if public_key is not None else None,
-                "secret": "sealed by the vault" if sealed is not None else None,
+                "secret": storage,
                 "allowed_cidrs": list(record.allowed_cidrs),
             },
         )

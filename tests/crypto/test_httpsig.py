@@ -29,6 +29,7 @@ B26_INPUT = (
     'sig-b26=("date" "@method" "@path" "@authority" "content-type" "content-length")'
     ';created=1618884473;keyid="test-key-ed25519"'
 )
+# pragma: allowlist nextline secret - RFC 9421 B.2.6, a published test vector
 B26_SIGNATURE = "wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw=="
 B26_BASE = (
     '"date": Tue, 20 Apr 2021 02:07:55 GMT\n'

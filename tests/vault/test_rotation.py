@@ -25,7 +25,8 @@ from bastion.services import Services
 from bastion.store.repos import SqlSealedRows
 from bastion.vault.envelope import master_version, open_secret
 
-CREDENTIAL = json.dumps({"api_key": "k-rot", "api_secret": "s-rot-secret"}).encode()
+VENUE_SECRET = "s-rot-secret"  # pragma: allowlist secret - test data
+CREDENTIAL = json.dumps({"api_key": "k-rot", "api_secret": VENUE_SECRET}).encode()
 
 
 def make_home(tmp_path: Path) -> Path:
@@ -66,7 +67,7 @@ async def check_all_open(home: Path, secrets: dict[str, str]) -> list[int]:
             if row.table == "api_keys":
                 assert opened == secrets[row.row_id].encode()
             else:
-                assert json.loads(opened)["api_secret"] == "s-rot-secret"
+                assert json.loads(opened)["api_secret"] == VENUE_SECRET
         assert len(rows) == len(secrets) + 1
         entries = [r async for r in services.ledger_store.rows()]
         verify(entries)

@@ -1,0 +1,1 @@
+"""``bastion scan``: find credentials embedded in bot code and configuration."""
