@@ -154,6 +154,8 @@ def init(home: Home = None, as_json: Json = False) -> None:
             create_self_signed(cert, key, SystemClock().now())
         _ensure_vault(path)
         migrate(database_url(path, settings))
+        if (path / "bastion.db").exists():
+            os.chmod(path / "bastion.db", 0o600)  # it holds sealed secrets and the ledger
     except (BastionError, OSError) as exc:
         _fail(str(exc), as_json)
     _emit(
@@ -520,6 +522,31 @@ def vault_retire(
         _fail(str(exc), as_json)
     verb = "retired" if yes else "would retire (add --yes)"
     _emit(as_json, {"unused": unused, "retired": yes}, f"{verb}: {unused or 'nothing'}")
+
+
+@app.command()
+def doctor(home: Home = None, as_json: Json = False) -> None:
+    """Audit this installation: permissions, TLS, master keys, keys, credentials, the ledger.
+    Exit 1 if anything fails."""
+    from bastion.doctor import Level, run_checks
+
+    try:
+        checks = _with_services(_home(home), run_checks)
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    if as_json:
+        typer.echo(json.dumps({"checks": [dataclasses.asdict(c) for c in checks]}, sort_keys=True))
+    else:
+        for check in checks:
+            line = f"[{check.level.value:4}] {check.name}: {check.message}"
+            typer.echo(
+                line + (f"\n       fix: {check.fix}" if check.fix and check.level is not Level.OK else "")
+            )
+        failed = sum(c.level is Level.FAIL for c in checks)
+        warned = sum(c.level is Level.WARN for c in checks)
+        typer.echo(f"{failed} failed, {warned} warning(s), {len(checks) - failed - warned} ok")
+    if any(c.level is Level.FAIL for c in checks):
+        raise typer.Exit(1)
 
 
 @app.command("scan")

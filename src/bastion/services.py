@@ -222,6 +222,7 @@ class Services:
                 "expires_at": record.expires_at.isoformat() if record.expires_at else None,
                 "public_key_sha256": _fingerprint(record.public_key) if public_key is not None else None,
                 "secret": storage,
+                "process": os.getpid(),
                 "allowed_cidrs": list(record.allowed_cidrs),
             },
         )
@@ -269,6 +270,7 @@ class Services:
         if old.expires_at is not None:
             old_ends = min(old_ends, old.expires_at)
         await self.keys.rotate(old, new, old_ends)
+        storage = "sealed by the vault" if sealed is not None else None
         await self.ledger.append(
             "key.rotated",
             {
@@ -276,6 +278,8 @@ class Services:
                 "successor": new_id,
                 "account": old.account,
                 "old_key_ends": old_ends.isoformat(),
+                "secret": storage,
+                "process": os.getpid(),
             },
         )
         return new, secret
@@ -327,9 +331,11 @@ class Services:
             SealContext(account, row.id, f"venue-credential:{venue}"),
         )
         await self.credentials.add(row, sealed)
+        storage = "sealed by the vault"
         await self.ledger.append(
             "credential.added",
-            facts | {"credential_id": row.id, "secret": "sealed by the vault", "warnings": warnings},
+            facts
+            | {"credential_id": row.id, "secret": storage, "warnings": warnings, "process": os.getpid()},
         )
         return row, warnings
 

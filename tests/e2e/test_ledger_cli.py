@@ -78,3 +78,17 @@ def test_tampering_is_caught_and_located(
     assert code == 1
     assert report["ok"] is False
     assert report["first_bad_index"] == expected
+
+
+def _edit_as_text(db: sqlite3.Connection) -> int:
+    """An edit through SQL text functions turns the BLOB into TEXT: still caught, not a crash."""
+    db.execute("""UPDATE ledger_entries SET body = replace(body, '"kind"', '"kinD"') WHERE idx = 6""")
+    return 6
+
+
+def test_an_edit_that_changes_the_column_type_is_caught(gateway: Gateway, tmp_path: Path) -> None:
+    home = snapshot(gateway, tmp_path / "copy")
+    with sqlite3.connect(home / "bastion.db") as db:
+        expected = _edit_as_text(db)
+    code, report = verify(home)
+    assert (code, report["first_bad_index"]) == (1, expected)

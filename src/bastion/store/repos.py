@@ -387,6 +387,14 @@ class SqlOrderStore:
         return await self._db.read(lambda conn: [_order_from_row(r._mapping) for r in conn.execute(query)])
 
 
+def _stored_bytes(value: object) -> bytes:
+    """A BLOB as bytes, whatever someone stored there instead: verification, not this read,
+    must be what notices tampering (an edit can turn a BLOB into TEXT or a number)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
+
+
 class SqlLedgerStore:
     """Chains and writes batches after the head, in one transaction.  The head is cached;
     several processes may write (the server and the CLI), and a batch that finds its index
@@ -460,7 +468,8 @@ class SqlLedgerStore:
             )
 
             def run(conn: Connection) -> list[LedgerRow]:
-                return [LedgerRow(r.idx, bytes(r.body), bytes(r.hash)) for r in conn.execute(query)]  # noqa: B023
+                rows = conn.execute(query)  # noqa: B023
+                return [LedgerRow(r.idx, _stored_bytes(r.body), _stored_bytes(r.hash)) for r in rows]
 
             batch = await self._db.read(run)  # runs now, inside this iteration
             if not batch:

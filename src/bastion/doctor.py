@@ -1,0 +1,185 @@
+"""``bastion doctor``: a self-audit of an installation, with what to fix."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import stat
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography import x509
+
+from bastion.crypto._tls_groups import set_groups
+from bastion.errors import LedgerCorrupt
+from bastion.ledger.chain import verify
+from bastion.ports import LedgerRow
+from bastion.services import VAULT_DIR, Services
+from bastion.tls import INTERMEDIATE_GROUPS
+
+
+class Level(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    level: Level
+    name: str
+    message: str
+    fix: str = ""
+
+
+def _private(path: Path, name: str, *, directory: bool = False) -> Check:
+    if not path.exists():
+        return Check(Level.FAIL, name, f"{path} is missing", "run 'bastion init'")
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        wanted = "700" if directory else "600"
+        return Check(
+            Level.FAIL, name, f"{path} is mode {mode:o}: others can read it", f"chmod {wanted} {path}"
+        )
+    return Check(Level.OK, name, f"{path} is private ({mode:o})")
+
+
+async def run_checks(services: Services) -> list[Check]:
+    home, settings, now = services.home, services.settings, services.clock.now()
+    checks = [
+        _private(home, "home directory", directory=True),
+        _private(home / "bastion.toml", "settings file"),
+        _private(home / settings.server.tls_key, "TLS private key"),
+    ]
+    database = home / "bastion.db"
+    if not settings.database.url:
+        checks.append(_private(database, "database file"))
+    # TLS
+    cert_path = home / settings.server.tls_cert
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        left = cert.not_valid_after_utc - now
+        if left <= timedelta(0):
+            checks.append(
+                Check(
+                    Level.FAIL,
+                    "TLS certificate",
+                    "expired",
+                    "replace it, or delete it and re-run 'bastion init'",
+                )
+            )
+        elif left < timedelta(days=30):
+            checks.append(Check(Level.WARN, "TLS certificate", f"expires in {left.days} days", "renew it"))
+        else:
+            checks.append(Check(Level.OK, "TLS certificate", f"valid for {left.days} more days"))
+    except (OSError, ValueError):
+        checks.append(
+            Check(Level.FAIL, "TLS certificate", f"{cert_path} missing or unreadable", "run 'bastion init'")
+        )
+    full_groups = set_groups(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), INTERMEDIATE_GROUPS)
+    checks.append(
+        Check(Level.OK, "TLS settings", "TLS 1.2+, Mozilla intermediate ciphers and groups")
+        if full_groups
+        else Check(
+            Level.WARN,
+            "TLS settings",
+            "only X25519 could be set as key-exchange group",
+            "run on CPython with OpenSSL 3 to get X25519, P-256 and P-384",
+        )
+    )
+    # Master keys
+    present, in_use = await services.vault_status()
+    for keyfile in sorted((home / VAULT_DIR).glob("master-*.key")):
+        checks.append(_private(keyfile, f"master keyfile {keyfile.name}"))
+    if services.token is None:
+        checks.append(
+            Check(
+                Level.WARN,
+                "master-key provider",
+                "keyfile on the same disk as the database",
+                "for production keep master keys in an HSM: vault.pkcs11_library, then "
+                "'bastion vault rotate-master --to pkcs11'",
+            )
+        )
+    else:
+        checks.append(Check(Level.OK, "master-key provider", "PKCS#11 token configured"))
+    unused = [v for v in present if v not in in_use and v != max(present)]
+    if unused:
+        checks.append(
+            Check(
+                Level.WARN,
+                "master keys",
+                f"versions {unused} are no longer needed",
+                "'bastion vault retire --yes'",
+            )
+        )
+    # Bastion keys
+    for key in await services.keys.list():
+        if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+            continue
+        if not key.allowed_cidrs:
+            checks.append(
+                Check(
+                    Level.WARN,
+                    f"key {key.key_id}",
+                    "usable from any address",
+                    f"'bastion keys update {key.key_id} --allow-ip <bot's address>'",
+                )
+            )
+        if key.expires_at is not None and key.expires_at - now < timedelta(days=7):
+            checks.append(
+                Check(
+                    Level.WARN,
+                    f"key {key.key_id}",
+                    "expires within 7 days",
+                    f"'bastion keys rotate {key.key_id} --overlap 24h'",
+                )
+            )
+    left_behind = sorted((home / "keys").glob("*.pem")) if (home / "keys").is_dir() else []
+    if left_behind:
+        checks.append(
+            Check(
+                Level.WARN,
+                "private keys in the home",
+                f"{len(left_behind)} generated private key file(s)",
+                f"move them to the bots that use them and delete them from {home / 'keys'}",
+            )
+        )
+    # Venue credentials
+    for credential in await services.credentials.list():
+        permissions = credential.permissions
+        if permissions.can_withdraw or permissions.can_transfer:
+            checks.append(
+                Check(
+                    Level.FAIL,
+                    f"credential {credential.id}",
+                    "can withdraw or transfer funds",
+                    "replace it with a trade-only key at the venue",
+                )
+            )
+        elif not permissions.ip_restricted:
+            checks.append(
+                Check(
+                    Level.WARN,
+                    f"credential {credential.id}",
+                    "has no IP restriction at the venue",
+                    "restrict it to Bastion's address at the venue",
+                )
+            )
+    # Ledger
+    try:
+        rows: list[LedgerRow] = [row async for row in services.ledger_store.rows()]
+        count, _ = verify(rows)
+        checks.append(Check(Level.OK, "ledger", f"{count} entries verify"))
+    except LedgerCorrupt as exc:
+        checks.append(
+            Check(
+                Level.FAIL,
+                "ledger",
+                f"verification fails at entry {exc.index}: {exc.why}",
+                "see docs/incident-response.md; export and keep the database as evidence",
+            )
+        )
+    return checks
