@@ -204,3 +204,21 @@ def test_bad_credential_input_is_explained(
     assert code == 2
     assert message in out
     assert "Traceback" not in out
+
+
+def test_init_seals_the_master_key_under_a_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BASTION_MASTER_PASSPHRASE", "a long operator passphrase")
+    home = tmp_path / "sealed"
+    assert run("init", "--home", str(home))[0] == 0
+    assert (home / "vault" / "master-1.key").read_bytes().startswith(b"BVKP1")
+    assert run("accounts", "create", "alice", "--home", str(home))[0] == 0
+    code, out = run("keys", "create", "--account", "alice", "--alg", "hmac", "--home", str(home), "--json")
+    assert code == 0, out
+    assert run("vault", "rotate-master", "--home", str(home))[0] == 0
+    assert (home / "vault" / "master-2.key").read_bytes().startswith(b"BVKP1")
+    monkeypatch.delenv("BASTION_MASTER_PASSPHRASE")
+    code, out = run("keys", "list", "--home", str(home))
+    assert code == 2
+    assert "BASTION_MASTER_PASSPHRASE" in out

@@ -27,7 +27,7 @@ from bastion.domain.principals import parse_scopes
 from bastion.errors import BastionError, ConfigError, LedgerCorrupt
 from bastion.ledger.chain import verify as verify_chain
 from bastion.ports import LedgerRow
-from bastion.services import VAULT_DIR, Services, database_url
+from bastion.services import PASSPHRASE_ENV, VAULT_DIR, Services, database_url
 from bastion.store.db import Database, migrate
 from bastion.store.repos import SqlLedgerStore
 from bastion.tls import create_self_signed
@@ -97,7 +97,8 @@ def _ensure_vault(home: Path) -> list[str]:
     if any(vault.glob("master-*.key")):
         return []
     vault.mkdir(parents=True, exist_ok=True, mode=0o700)
-    KeyfileMasterKey.create(vault / "master-1.key")
+    passphrase = os.environ.get(PASSPHRASE_ENV, "").encode() or None  # seal it when one is set
+    KeyfileMasterKey.create(vault / "master-1.key", passphrase)
     return [str(vault / "master-1.key")]
 
 

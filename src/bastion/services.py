@@ -48,6 +48,7 @@ from bastion.venues.paper.venue import DEFAULT_EPOCH_US, DEFAULT_FUNDING, PaperV
 
 VAULT_DIR = "vault"
 HSM_PIN_ENV = "BASTION_HSM_PIN"
+PASSPHRASE_ENV = "BASTION_MASTER_PASSPHRASE"  # noqa: S105 - the variable's name, not its value
 
 
 class Pkcs11TokenLike(Protocol):
@@ -94,6 +95,7 @@ class Services:
     key_usage: KeyUsageRecorder
     credentials: SqlCredentialStore
     token: Pkcs11TokenLike | None = None
+    passphrase: bytes | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def build(
@@ -104,7 +106,9 @@ class Services:
         environ: Mapping[str, str] | None = None,
     ) -> Services:
         clock = clock or SystemClock()
-        token = open_token(settings, os.environ if environ is None else environ)
+        environ = os.environ if environ is None else environ
+        token = open_token(settings, environ)
+        passphrase = environ.get(PASSPHRASE_ENV, "").encode() or None
         db = Database(database_url(home, settings))
         ledger_store = SqlLedgerStore(db)
         ledger = LedgerWriter(ledger_store, clock)
@@ -127,10 +131,11 @@ class Services:
             venue=PaperVenue(paper, SqlPaperStore(db), clock),
             nonces=MemoryNonceStore(),
             db=db,
-            key_secrets=VaultKeySecrets(open_ring(home / VAULT_DIR, token)),
+            key_secrets=VaultKeySecrets(open_ring(home / VAULT_DIR, token, passphrase=passphrase)),
             key_usage=KeyUsageRecorder(keys.record_usage),
             credentials=SqlCredentialStore(db),
             token=token,
+            passphrase=passphrase,
         )
 
     async def start(self) -> None:
@@ -354,9 +359,9 @@ class Services:
                     raise ConfigError("no PKCS#11 token configured (vault.pkcs11_library)")
                 self.token.create(version)
             else:
-                create_next_keyfile(directory, version)
+                create_next_keyfile(directory, version, self.passphrase)
             await self.ledger.append("vault.master_created", {"version": version, "provider": provider})
-        ring = open_ring(directory, self.token)
+        ring = open_ring(directory, self.token, passphrase=self.passphrase)
         self.key_secrets = VaultKeySecrets(ring)
         report = await reseal_all(ring, SqlSealedRows(self.db), self.ledger)
         await self.ledger.append("vault.rotated", dataclasses.asdict(report))

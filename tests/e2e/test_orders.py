@@ -35,9 +35,14 @@ def ticker(gateway: Gateway, symbol: str) -> dict[str, Decimal]:
     return {k: Decimal(body[k]) for k in ("bid", "ask", "last")}
 
 
+def plain(value: Decimal) -> str:
+    """Decimal arithmetic can land in exponent form (2.00E+2); the API takes plain digits."""
+    return format(value, "f")
+
+
 def on_tick(price: Decimal, tick: str, up: bool) -> str:
     step = Decimal(tick)
-    return str(max(step, (price / step).to_integral_value(ROUND_UP if up else ROUND_DOWN) * step))
+    return plain(max(step, (price / step).to_integral_value(ROUND_UP if up else ROUND_DOWN) * step))
 
 
 def min_quantity(gateway: Gateway, symbol: str, price: Decimal) -> str:
@@ -45,7 +50,16 @@ def min_quantity(gateway: Gateway, symbol: str, price: Decimal) -> str:
     m = market(gateway, symbol)
     lot, floor = Decimal(m["lot_size"]), Decimal(m["min_notional"])
     quantity = ((2 * floor / price) / lot).to_integral_value(ROUND_UP) * lot
-    return str(max(quantity, lot))
+    return plain(max(quantity, lot))
+
+
+def test_helpers_never_send_exponent_notation() -> None:
+    # The case a flaky run found: BTC near 5 USD puts the resting price at one tick.
+    lots = ((2 * Decimal(1) / Decimal("0.01")) / Decimal("0.0001")).to_integral_value(ROUND_UP)
+    quantity = lots * Decimal("0.0001")
+    assert "E" in str(quantity)  # what str() would have sent
+    assert plain(quantity) == "200"
+    assert "E" not in on_tick(Decimal("0.00543"), "0.01", up=False)
 
 
 def balances(gateway: Gateway, who: str = "alice") -> dict[str, tuple[Decimal, Decimal]]:

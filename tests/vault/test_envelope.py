@@ -182,3 +182,24 @@ def test_keyfile_ring_loads_every_version(tmp_path: Path) -> None:
     assert (ring.versions, ring.current.version) == ([1, 2, 3], 3)
     with pytest.raises(ConfigError):
         keyfile_ring(tmp_path / "empty")
+
+
+def test_a_passphrase_sealed_keyfile(tmp_path: Path) -> None:
+    path = tmp_path / "master-1.key"
+    KeyfileMasterKey.create(path, b"correct horse battery staple")
+    data = path.read_bytes()
+    assert data.startswith(b"BVKP1")
+    assert len(data) == 5 + 3 + 16 + 12 + 32 + 16
+    key = KeyfileMasterKey(path, 1, passphrase=b"correct horse battery staple")
+    sealed = seal_secret(MasterKeyRing({1: key}), b"x", CONTEXT)
+    again = KeyfileMasterKey(path, 1, passphrase=b"correct horse battery staple")
+    assert open_secret(MasterKeyRing({1: again}), sealed, CONTEXT) == b"x"
+    with pytest.raises(ConfigError, match="BASTION_MASTER_PASSPHRASE"):
+        KeyfileMasterKey(path, 1)
+    with pytest.raises(ConfigError, match="wrong passphrase"):
+        KeyfileMasterKey(path, 1, passphrase=b"Tr0ub4dor&3")
+    damaged = tmp_path / "master-2.key"
+    damaged.write_bytes(data[:-1])
+    os.chmod(damaged, 0o600)
+    with pytest.raises(ConfigError, match="damaged"):
+        KeyfileMasterKey(damaged, 2, passphrase=b"correct horse battery staple")

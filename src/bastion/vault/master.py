@@ -16,6 +16,7 @@ from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from bastion.crypto.keys import write_secret_file
 from bastion.errors import ConfigError
@@ -36,11 +37,60 @@ class MasterKey(Protocol):
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes: ...
 
 
-class KeyfileMasterKey:
-    """A 256-bit master key in a file readable by its owner only.  Wrapping is AES-256-GCM
-    with a random nonce and the seal context as associated data."""
+_SEALED_MAGIC = b"BVKP1"
+_SCRYPT_LOG_N, _SCRYPT_R, _SCRYPT_P = 15, 8, 1  # 32 MiB of memory, a fraction of a second: once at start
 
-    def __init__(self, path: Path, version: int, *, random: Callable[[int], bytes] = os.urandom) -> None:
+
+def _passphrase_key(passphrase: bytes, salt: bytes, log_n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=KEY_BYTES, n=2**log_n, r=r, p=p).derive(passphrase)
+
+
+def _seal_keyfile(key: bytes, passphrase: bytes) -> bytes:
+    """``BVKP1 | log2(n) r p | salt(16) | nonce(12) | AES-256-GCM(key)`` with the header as
+    associated data; the key-encryption key comes from scrypt over the passphrase."""
+    salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+    header = _SEALED_MAGIC + bytes([_SCRYPT_LOG_N, _SCRYPT_R, _SCRYPT_P]) + salt
+    kek = _passphrase_key(passphrase, salt, _SCRYPT_LOG_N, _SCRYPT_R, _SCRYPT_P)
+    return header + nonce + AESGCM(kek).encrypt(nonce, key, header)
+
+
+def _open_keyfile(data: bytes, passphrase: bytes | None, path: Path) -> bytes:
+    if not data.startswith(_SEALED_MAGIC):
+        if len(data) != KEY_BYTES:
+            raise ConfigError(f"master keyfile {path} must hold exactly {KEY_BYTES} bytes")
+        return data
+    if not passphrase:
+        raise ConfigError(
+            f"master keyfile {path} is sealed under a passphrase: set BASTION_MASTER_PASSPHRASE"
+        )
+    header_end = len(_SEALED_MAGIC) + 3 + 16
+    if len(data) != header_end + 12 + KEY_BYTES + 16:
+        raise ConfigError(f"master keyfile {path} is damaged")
+    log_n, r, p = data[len(_SEALED_MAGIC) : len(_SEALED_MAGIC) + 3]
+    if not (14 <= log_n <= 22 and 1 <= r <= 32 and 1 <= p <= 16):
+        raise ConfigError(f"master keyfile {path} has unacceptable KDF parameters")
+    kek = _passphrase_key(passphrase, data[header_end - 16 : header_end], log_n, r, p)
+    try:
+        return AESGCM(kek).decrypt(
+            data[header_end : header_end + 12], data[header_end + 12 :], data[:header_end]
+        )
+    except InvalidTag:
+        raise ConfigError(f"wrong passphrase for master keyfile {path}") from None
+
+
+class KeyfileMasterKey:
+    """A 256-bit master key in a file readable by its owner only, optionally sealed under a
+    passphrase (scrypt, then AES-256-GCM).  Wrapping is AES-256-GCM with a random nonce and
+    the seal context as associated data."""
+
+    def __init__(
+        self,
+        path: Path,
+        version: int,
+        *,
+        passphrase: bytes | None = None,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
         if version < 1:
             raise ConfigError("master key versions start at 1")
         try:
@@ -49,17 +99,17 @@ class KeyfileMasterKey:
             raise ConfigError(f"master keyfile {path} is missing: run 'bastion init'") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ConfigError(f"master keyfile {path} is readable by group or others: chmod 600 it")
-        key = path.read_bytes()
-        if len(key) != KEY_BYTES:
-            raise ConfigError(f"master keyfile {path} must hold exactly {KEY_BYTES} bytes")
+        key = _open_keyfile(path.read_bytes(), passphrase, path)
         self.version = version
         self._aead = AESGCM(key)
         self._random = random
 
     @staticmethod
-    def create(path: Path) -> None:
-        """Write a new random key to ``path`` (mode 0600, never overwriting)."""
-        write_secret_file(path, secrets.token_bytes(KEY_BYTES))
+    def create(path: Path, passphrase: bytes | None = None) -> None:
+        """Write a new random key to ``path`` (mode 0600, never overwriting), sealed under
+        ``passphrase`` when one is given."""
+        key = secrets.token_bytes(KEY_BYTES)
+        write_secret_file(path, _seal_keyfile(key, passphrase) if passphrase else key)
 
     def wrap(self, data_key: bytes, context: bytes) -> bytes:
         nonce = self._random(_NONCE_BYTES)
@@ -112,16 +162,19 @@ def keyfile_versions(directory: Path) -> list[int]:
     )
 
 
-def keyfile_ring(directory: Path) -> MasterKeyRing:
+def keyfile_ring(directory: Path, passphrase: bytes | None = None) -> MasterKeyRing:
     """Every ``master-<version>.key`` in ``directory``; later versions load on first use."""
-    return open_ring(directory)
+    return open_ring(directory, passphrase=passphrase)
 
 
-def open_ring(directory: Path, token: TokenKeys | None = None) -> MasterKeyRing:
+def open_ring(
+    directory: Path, token: TokenKeys | None = None, *, passphrase: bytes | None = None
+) -> MasterKeyRing:
     """Keyfile versions in ``directory`` plus, with a token, the versions it holds; versions
     created later (by a concurrent rotation) load on first use."""
     keys: dict[int, MasterKey] = {
-        v: KeyfileMasterKey(directory / f"master-{v}.key", v) for v in keyfile_versions(directory)
+        v: KeyfileMasterKey(directory / f"master-{v}.key", v, passphrase=passphrase)
+        for v in keyfile_versions(directory)
     }
     if token is not None:
         held = token.keys()
@@ -135,15 +188,15 @@ def open_ring(directory: Path, token: TokenKeys | None = None) -> MasterKeyRing:
     def load(version: int) -> MasterKey | None:
         path = directory / f"master-{version}.key"
         if path.is_file():
-            return KeyfileMasterKey(path, version)
+            return KeyfileMasterKey(path, version, passphrase=passphrase)
         return token.keys().get(version) if token is not None else None
 
     return MasterKeyRing(keys, load)
 
 
-def create_next_keyfile(directory: Path, version: int) -> None:
+def create_next_keyfile(directory: Path, version: int, passphrase: bytes | None = None) -> None:
     """Write master-key version ``version`` as a keyfile."""
-    KeyfileMasterKey.create(directory / f"master-{version}.key")
+    KeyfileMasterKey.create(directory / f"master-{version}.key", passphrase)
 
 
 class TokenKeys(Protocol):
