@@ -25,7 +25,8 @@ def test_the_sdk_trades_with_an_hmac_key(gateway: Gateway) -> None:
     assert order["status"] == "filled"
     entry = gateway.ledger_entries()[-1]["data"]
     assert entry["key_id"] == key.key_id
-    assert entry["outcome"]["vault_open"] == "bastion-key-hmac"
+    assert entry["outcome"]["vault_open"]["purpose"] == "bastion-key-hmac"
+    assert entry["outcome"]["vault_open"]["process"] == gateway.process.pid
     wrong = BastionClient(gateway.url, key.key_id, hmac_secret=key.secret + "x", ca_cert=gateway.cert)
     with pytest.raises(BastionAPIError) as caught:
         wrong.account()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -167,7 +168,7 @@ class TestHmacKeys:
         record, secret, vault = self.setup_key(tmp_path, clock)
         ctx = self.signed_hmac(record, secret, clock)
         assert isinstance(await Authenticate(MemoryKeyStore([record]), clock, vault)(ctx), Allow)
-        assert ctx.outcome["vault_open"] == "bastion-key-hmac"
+        assert ctx.outcome["vault_open"] == {"purpose": "bastion-key-hmac", "process": os.getpid()}
 
     async def test_wrong_secret_fails(self, tmp_path: Path) -> None:
         clock = FakeClock()

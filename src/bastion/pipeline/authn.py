@@ -7,6 +7,7 @@ the ledger through the verdict's ``reason``.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import ClassVar
 
@@ -23,6 +24,8 @@ from bastion.pipeline.context import RequestContext
 from bastion.ports import Clock, KeySecrets, KeyStore, KeyUsage
 from bastion.vault.envelope import VaultError
 from bastion.vault.keys import PURPOSE_KEY_HMAC
+
+_PROCESS = os.getpid()
 
 
 def _deny(reason: str) -> Deny:
@@ -100,7 +103,8 @@ class Authenticate:
                     secret = self._secrets.open_key_secret(key)
                 except VaultError:
                     return _deny("the key's sealed secret does not open")
-                ctx.outcome["vault_open"] = PURPOSE_KEY_HMAC  # the ledger records every open
+                # the ledger records every open: what, by which process
+                ctx.outcome["vault_open"] = {"purpose": PURPOSE_KEY_HMAC, "process": _PROCESS}
                 httpsig.verify_hmac_sha256(secret, base, parsed.signature)
             else:
                 return _deny(f"key algorithm {key.alg} not supported")
