@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion import __version__
 from bastion.clock import SystemClock
@@ -100,6 +101,28 @@ def _ensure_vault(home: Path) -> list[str]:
     passphrase = os.environ.get(PASSPHRASE_ENV, "").encode() or None  # seal it when one is set
     KeyfileMasterKey.create(vault / "master-1.key", passphrase)
     return [str(vault / "master-1.key")]
+
+
+def _save_private_key(home: Path, key_id: str, private: Ed25519PrivateKey | None) -> Path | None:
+    """Write a generated private key to the home's keys/ (0600, never overwriting)."""
+    if private is None:
+        return None
+    path = (home / "keys" / f"{key_id}.pem").resolve()
+    keyfmt.write_secret_file(path, keyfmt.private_key_pem(private))
+    return path
+
+
+def _emit_issued(
+    as_json: bool, data: dict[str, Any], text: str, private_path: Path | None, secret: str | None
+) -> None:
+    """Print a newly issued key once: its private key's path or its HMAC secret."""
+    if private_path is not None:
+        data["private_key_path"] = str(private_path)
+        text += f"\nprivate key written to {private_path} (mode 0600); it is not shown again"
+    if secret is not None:
+        data["secret"] = secret
+        text += f"\nsecret (shown once, store it in the bot's secret store): {secret}"
+    _emit(as_json, data, text)
 
 
 def _parse_duration(text: str) -> timedelta:
@@ -271,10 +294,7 @@ def keys_create(
                 allowed_cidrs=tuple(allow_ip or ()),
             ),
         )
-        private_path = None
-        if private is not None:
-            private_path = (path / "keys" / f"{record.key_id}.pem").resolve()
-            keyfmt.write_secret_file(private_path, keyfmt.private_key_pem(private))
+        private_path = _save_private_key(path, record.key_id, private)
     except (BastionError, ValueError, OSError) as exc:
         _fail(str(exc), as_json)
     data: dict[str, Any] = {
@@ -285,13 +305,7 @@ def keys_create(
         "expires_at": record.expires_at.isoformat() if record.expires_at else None,
     }
     text = f"key {record.key_id} for account {record.account} ({', '.join(data['scopes'])})"
-    if private_path is not None:
-        data["private_key_path"] = str(private_path)
-        text += f"\nprivate key written to {private_path} (mode 0600); it is not shown again"
-    if secret is not None:
-        data["secret"] = secret
-        text += f"\nsecret (shown once, store it in the bot's secret store): {secret}"
-    _emit(as_json, data, text)
+    _emit_issued(as_json, data, text, private_path, secret)
 
 
 @keys_app.command("list")
@@ -393,21 +407,12 @@ def keys_rotate(
             else (keyfmt.load_ed25519_public(public_key.read_bytes()) if public_key is not None else None)
         )
         record, secret = _with_services(path, lambda s: s.rotate_key(key_id, overlap=window, public_key=pub))
-        private_path = None
-        if private is not None:
-            private_path = (path / "keys" / f"{record.key_id}.pem").resolve()
-            keyfmt.write_secret_file(private_path, keyfmt.private_key_pem(private))
+        private_path = _save_private_key(path, record.key_id, private)
     except (BastionError, ValueError, OSError) as exc:
         _fail(str(exc), as_json)
     data: dict[str, Any] = {"key_id": record.key_id, "rotated_from": key_id, "overlap": overlap}
     text = f"key {key_id} rotated to {record.key_id}; the old key stops after {overlap}"
-    if private_path is not None:
-        data["private_key_path"] = str(private_path)
-        text += f"\nprivate key written to {private_path} (mode 0600); it is not shown again"
-    if secret is not None:
-        data["secret"] = secret
-        text += f"\nsecret (shown once): {secret}"
-    _emit(as_json, data, text)
+    _emit_issued(as_json, data, text, private_path, secret)
 
 
 @keys_app.command("revoke")

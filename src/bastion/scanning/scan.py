@@ -50,7 +50,8 @@ def _files(root: Path) -> list[str]:
 def scan(root: Path) -> list[Finding]:
     """Every finding under ``root`` (file, line, type), sorted; never the secret itself.
     Lines marked ``pragma: allowlist secret`` are skipped (detect-secrets' convention)."""
-    builtin = [{"name": plugin.__name__} for plugin in get_mapping_from_secret_type_to_class().values()]
+    mapping: dict[str, type] = get_mapping_from_secret_type_to_class()
+    builtin = [{"name": plugin.__name__} for plugin in mapping.values()]
     ours = [
         {"name": name, "path": f"file://{_PLUGINS_FILE}"}
         for name in ("BastionSecretDetector", "BastionKeyIdDetector", "ExchangeCredentialDetector")
