@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -70,7 +70,7 @@ def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
     typer.echo(json.dumps(data, sort_keys=True) if as_json else text)
 
 
-def _fail(message: str, as_json: bool, code: int = 2) -> None:
+def _fail(message: str, as_json: bool, code: int = 2) -> NoReturn:
     if as_json:
         typer.echo(json.dumps({"error": message}), err=True)
     else:

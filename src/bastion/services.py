@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Annotated
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -41,7 +41,7 @@ from bastion.store.repos import (
 )
 from bastion.vault.envelope import SealContext, master_version, seal_secret
 from bastion.vault.keys import VaultKeySecrets
-from bastion.vault.master import MasterKey, create_next_keyfile, keyfile_versions, open_ring
+from bastion.vault.master import TokenKeys, create_next_keyfile, keyfile_versions, open_ring
 from bastion.vault.rotation import RotationReport, reseal_all
 from bastion.venues.paper.engine import PaperEngine
 from bastion.venues.paper.venue import DEFAULT_EPOCH_US, DEFAULT_FUNDING, PaperVenue, build_markets
@@ -51,15 +51,7 @@ HSM_PIN_ENV = "BASTION_HSM_PIN"
 PASSPHRASE_ENV = "BASTION_MASTER_PASSPHRASE"  # noqa: S105 - the variable's name, not its value
 
 
-class Pkcs11TokenLike(Protocol):
-    def keys(self) -> Mapping[int, MasterKey]: ...
-
-    def create(self, version: int) -> MasterKey: ...
-
-    def close(self) -> None: ...
-
-
-def open_token(settings: Settings, environ: Mapping[str, str]) -> Pkcs11TokenLike | None:
+def open_token(settings: Settings, environ: Mapping[str, str]) -> TokenKeys | None:
     """The PKCS#11 token when one is configured (its PIN from BASTION_HSM_PIN), else None."""
     if not settings.vault.pkcs11_library:
         return None
@@ -94,7 +86,7 @@ class Services:
     key_secrets: VaultKeySecrets
     key_usage: KeyUsageRecorder
     credentials: SqlCredentialStore
-    token: Pkcs11TokenLike | None = None
+    token: TokenKeys | None = None
     passphrase: bytes | None = dataclasses.field(default=None, repr=False)
 
     @classmethod

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from bastion.errors import ConfigError
 from bastion.vault import KeyfileMasterKey, MasterKeyRing, SealContext, VaultError, open_secret, seal_secret
 from bastion.vault.envelope import master_version
-from bastion.vault.master import keyfile_ring
+from bastion.vault.master import open_ring
 
 GCM_TC13_TAG = "530f8afbc74536b9a963b4f1c4cb738b"  # pragma: allowlist secret - a published test vector
 CONTEXT = SealContext("alice", "bst_key1", "bastion-key-hmac")
@@ -178,10 +178,10 @@ def test_keyfile_is_refused_when_others_can_read_it(tmp_path: Path) -> None:
 def test_keyfile_ring_loads_every_version(tmp_path: Path) -> None:
     for version in (1, 2, 3):
         KeyfileMasterKey.create(tmp_path / f"master-{version}.key")
-    ring = keyfile_ring(tmp_path)
+    ring = open_ring(tmp_path)
     assert (ring.versions, ring.current.version) == ([1, 2, 3], 3)
     with pytest.raises(ConfigError):
-        keyfile_ring(tmp_path / "empty")
+        open_ring(tmp_path / "empty")
 
 
 def test_a_passphrase_sealed_keyfile(tmp_path: Path) -> None:

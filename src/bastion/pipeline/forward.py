@@ -65,9 +65,6 @@ class KeyedLocks:
             else:
                 self._locks[key] = (lock, users - 1)
 
-    def __len__(self) -> int:
-        return len(self._locks)
-
 
 def _order_facts(record: OrderRecord) -> dict[str, object]:
     req = record.request

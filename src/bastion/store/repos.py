@@ -151,10 +151,6 @@ class SqlAccounts:
         query = select(accounts.c.name).where(accounts.c.name == name)
         return await self._db.read(lambda conn: conn.execute(query).first() is not None)
 
-    async def names(self) -> list[str]:
-        query = select(accounts.c.name).order_by(accounts.c.name)
-        return await self._db.read(lambda conn: [r.name for r in conn.execute(query)])
-
 
 def _key_from_row(m: Mapping[Any, Any]) -> KeyRecord:
     return KeyRecord(

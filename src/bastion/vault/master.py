@@ -162,11 +162,6 @@ def keyfile_versions(directory: Path) -> list[int]:
     )
 
 
-def keyfile_ring(directory: Path, passphrase: bytes | None = None) -> MasterKeyRing:
-    """Every ``master-<version>.key`` in ``directory``; later versions load on first use."""
-    return open_ring(directory, passphrase=passphrase)
-
-
 def open_ring(
     directory: Path, token: TokenKeys | None = None, *, passphrase: bytes | None = None
 ) -> MasterKeyRing:
@@ -200,6 +195,10 @@ def create_next_keyfile(directory: Path, version: int, passphrase: bytes | None 
 
 
 class TokenKeys(Protocol):
+    """An HSM token holding master-key versions (``vault.pkcs11.Pkcs11Token``)."""
+
     def keys(self) -> Mapping[int, MasterKey]: ...
 
     def create(self, version: int) -> MasterKey: ...
+
+    def close(self) -> None: ...
