@@ -15,7 +15,11 @@ from bastion.crypto import keys as keyfmt
 from bastion.crypto.httpsig import sign_request
 from bastion.domain.principals import Scope
 from bastion.pipeline.context import RequestContext
-from bastion.ports import KeyRecord
+from bastion.ports import KeyRecord, MarketData
+from bastion.risk.book import ExposureBook
+from bastion.risk.engine import RiskEngine
+from bastion.state.policies import PolicyCache
+from bastion.state.trading import TradingStates
 from bastion.schema import ROUTES
 
 ROUTE = {r.name: r for r in ROUTES}
@@ -134,3 +138,12 @@ def order_body(cid: str = "c1", **overrides: Any) -> dict[str, Any]:
 
 def dec(text: str) -> Decimal:
     return Decimal(text)
+
+
+def risk_parts(market: MarketData) -> dict[str, Any]:
+    """The risk stage's parts for ``build_stages``, empty: no policies, every state active."""
+    return {
+        "risk": RiskEngine(ExposureBook(), market),
+        "policies": PolicyCache(),
+        "trading_states": TradingStates(),
+    }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import getpass
 import json
 import os
 import re
@@ -20,14 +21,16 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bastion import __version__
+from bastion import __version__, control
 from bastion.clock import SystemClock
 from bastion.config import CONFIG_NAME, DEFAULT_CONFIG, default_home, load_settings
 from bastion.crypto import keys as keyfmt
+from bastion.domain.policy import PolicyDocument, document_from, parse_document
 from bastion.domain.principals import parse_scopes
+from bastion.domain.trading import Level, TradingState
 from bastion.errors import BastionError, ConfigError, LedgerCorrupt
 from bastion.ledger.chain import verify as verify_chain
-from bastion.ports import LedgerRow
+from bastion.ports import KeyRecord, LedgerRow
 from bastion.services import PASSPHRASE_ENV, VAULT_DIR, Services, database_url
 from bastion.store.db import Database, migrate
 from bastion.store.repos import SqlLedgerStore
@@ -50,6 +53,12 @@ venues_app = typer.Typer(help="Venue credentials (sealed by the vault).", no_arg
 app.add_typer(venues_app, name="venues")
 vault_app = typer.Typer(help="The vault's master keys.", no_args_is_help=True)
 app.add_typer(vault_app, name="vault")
+policy_app = typer.Typer(help="What keys may do: scopes and pre-trade limits.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+killswitch_app = typer.Typer(
+    help="Halt trading at once, for a key, an account or everything.", no_args_is_help=True
+)
+app.add_typer(killswitch_app, name="killswitch")
 
 Home = Annotated[
     Path | None, typer.Option("--home", help="Bastion home (default $BASTION_HOME, else ./.bastion)")
@@ -123,6 +132,20 @@ def _emit_issued(
         data["secret"] = secret
         text += f"\nsecret (shown once, store it in the bot's secret store): {secret}"
     _emit(as_json, data, text)
+
+
+def _actor() -> str:
+    """Who is changing something, for the ledger (the operator plane will name its operator)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = f"uid {os.getuid()}"
+    return f"{user} (cli, pid {os.getpid()})"
+
+
+def _tell_server(home: Path, request: dict[str, Any]) -> bool:
+    """Tell a running server (over its control socket); False when none is running."""
+    return control.call(home, request) is not None
 
 
 def _parse_duration(text: str) -> timedelta:
@@ -258,11 +281,23 @@ def keys_create(
     expires_in: Annotated[str, typer.Option(help="Lifetime, e.g. 90d, 12h")] = "90d",
     label: Annotated[str, typer.Option(help="A note for operators")] = "",
     allow_ip: AllowIp = None,
+    symbols: Annotated[str | None, typer.Option(help="Policy: symbols it may trade, comma-separated")] = None,
+    max_order_quantity: Annotated[str | None, typer.Option(help="Policy: largest quantity per order")] = None,
+    max_order_notional: Annotated[str | None, typer.Option(help="Policy: largest notional per order")] = None,
+    max_open_orders: Annotated[int | None, typer.Option(help="Policy: most open orders at once")] = None,
+    max_position: Annotated[str | None, typer.Option(help="Policy: largest position per symbol")] = None,
+    max_daily_notional: Annotated[str | None, typer.Option(help="Policy: most notional traded a day")] = None,
+    max_daily_loss: Annotated[str | None, typer.Option(help="Policy: most realised loss a day")] = None,
+    price_band_pct: Annotated[
+        str | None, typer.Option(help="Policy: limit price at most N % from last")
+    ] = None,
+    orders_per_second: Annotated[str | None, typer.Option(help="Policy: order rate")] = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
     """Issue a Bastion key.  Ed25519: Bastion stores only the public key.  HMAC: the secret is
-    printed once and stored only sealed by the vault."""
+    printed once and stored only sealed by the vault.  The policy flags set the common limits
+    of the key's policy (``bastion policy set`` sets any of them)."""
     path = _home(home)
     if alg not in ("ed25519", "hmac"):
         _fail("--alg is ed25519 or hmac", as_json)
@@ -274,6 +309,23 @@ def keys_create(
         scope_set = parse_scopes(scopes)
     except ValueError as exc:
         _fail(str(exc), as_json)
+    limits: dict[str, object] = {
+        "max_order_quantity": max_order_quantity,
+        "max_order_notional": max_order_notional,
+        "max_open_orders": max_open_orders,
+        "max_position": max_position,
+        "max_daily_notional": max_daily_notional,
+        "max_daily_loss": max_daily_loss,
+        "price_band_pct": price_band_pct,
+        "orders_per_second": orders_per_second,
+    }
+    if symbols is not None:
+        limits["symbols"] = [x.strip() for x in symbols.split(",") if x.strip()]
+    limits = {k: v for k, v in limits.items() if v is not None}
+    try:
+        policy = document_from(limits) if limits else None  # refused before any key is issued
+    except BastionError as exc:
+        _fail(str(exc), as_json)
     try:
         lifetime = _parse_duration(expires_in)
         private = None
@@ -283,17 +335,21 @@ def keys_create(
         elif generate:
             private = keyfmt.generate_ed25519()
             pub = private.public_key()
-        record, secret = _with_services(
-            path,
-            lambda s: s.create_key(
+
+        async def issue(s: Services) -> tuple[KeyRecord, str | None]:
+            issued = await s.create_key(
                 account=account,
                 scopes=scope_set,
                 public_key=pub,
                 lifetime=lifetime,
                 label=label,
                 allowed_cidrs=tuple(allow_ip or ()),
-            ),
-        )
+            )
+            if policy is not None:
+                await s.set_policy(issued[0].key_id, policy, actor=_actor())
+            return issued
+
+        record, secret = _with_services(path, issue)
         private_path = _save_private_key(path, record.key_id, private)
     except (BastionError, ValueError, OSError) as exc:
         _fail(str(exc), as_json)
@@ -576,6 +632,154 @@ def scan_command(
         typer.echo(f"{len(findings)} finding(s)" if findings else "no credentials found")
     if findings:
         raise typer.Exit(1)
+
+
+@policy_app.command("show")
+def policy_show(
+    target: Annotated[str, typer.Argument(help="A key id (bst_...) or an account name")],
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Show a key's or an account's policy document; for a key also its scopes and the
+    effective policy (the account's defaults overlaid by the key's own document)."""
+    try:
+        shown = _with_services(_home(home), lambda s: s.show_policy(target))
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    lines = [f"{shown['subject']} version {shown['version']}"]
+    if "scopes" in shown:
+        lines.append(
+            f"scopes: {', '.join(shown['scopes'])} (effective: {', '.join(shown['effective_scopes'])})"
+        )
+    document = shown.get("effective", shown["document"])
+    label = "effective policy" if "effective" in shown else "policy"
+    lines.append(f"{label}: " + (json.dumps(document, sort_keys=True) if document else "no limits set"))
+    _emit(as_json, shown, "\n".join(lines))
+
+
+@policy_app.command("set")
+def policy_set(
+    target: Annotated[str, typer.Argument(help="A key id (bst_...) or an account name")],
+    file: Annotated[str, typer.Option("--file", help="YAML or JSON document, or - for stdin")],
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Change a policy: the fields in the file replace the stored ones, absent fields keep
+    their values and null removes one.  The whole result is validated first (nothing changes
+    if any field is wrong), stored as a new version and recorded in the ledger."""
+    path = _home(home)
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+        patch: PolicyDocument = parse_document(raw, filename=file)
+        result = _with_services(path, lambda s: s.set_policy(target, patch, actor=_actor()))
+        applied = _tell_server(path, {"op": "reload_policies"})
+    except (BastionError, OSError) as exc:
+        _fail(str(exc), as_json)
+    result["running_server_updated"] = applied
+    where = "; the running server applies it now" if applied else "; no server is running"
+    _emit(as_json, result, f"{result['subject']} policy version {result['version']}{where}")
+
+
+def _scope_of(key: str | None, account: str | None, everything: bool, as_json: bool) -> tuple[Level, str]:
+    chosen = [(Level.KEY, key), (Level.ACCOUNT, account), (Level.GLOBAL, "" if everything else None)]
+    given = [(level, subject) for level, subject in chosen if subject is not None]
+    if len(given) != 1:
+        _fail("give exactly one of --key KEY_ID, --account NAME or --global", as_json)
+    return given[0][0], str(given[0][1])
+
+
+KeyOpt = Annotated[str | None, typer.Option("--key", help="One key")]
+AccountOpt = Annotated[str | None, typer.Option("--account", help="Every key of one account")]
+GlobalOpt = Annotated[bool, typer.Option("--global", help="Every key of every account")]
+
+
+def _killswitch(
+    home: Path, level: Level, subject: str, state: TradingState, cancel_open: bool, as_json: bool
+) -> None:
+    request = {
+        "op": "killswitch",
+        "level": level.value,
+        "subject": subject,
+        "state": state.value,
+        "cancel_open": cancel_open,
+        "actor": _actor(),
+    }
+    try:
+        report = control.call(home, request)
+        if report is None:  # no server running: do it here (the venue's state is ours alone)
+            report = _with_services(
+                home,
+                lambda s: s.set_trading_state(
+                    level, subject, state, cancel_open=cancel_open, actor=str(request["actor"])
+                ),
+            )
+            report["running_server"] = False
+        else:
+            report.pop("ok", None)
+            report["running_server"] = True
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    target = "everything" if level is Level.GLOBAL else f"{level.value} {subject}"
+    lines = [f"{target}: {report['previous']} -> {report['state']}"]
+    if cancel_open:
+        lines.append(
+            f"canceled {len(report['canceled'])} open order(s): {', '.join(report['canceled']) or '-'}"
+        )
+        if report["already_closed"]:
+            lines.append(f"already closed: {', '.join(report['already_closed'])}")
+        if report["not_canceled"]:
+            lines.append(f"NOT canceled (venue never confirmed them): {', '.join(report['not_canceled'])}")
+    _emit(as_json, report, "\n".join(lines))
+    if cancel_open and report["not_canceled"]:
+        raise typer.Exit(1)
+
+
+@killswitch_app.command("on")
+def killswitch_on(
+    key: KeyOpt = None,
+    account: AccountOpt = None,
+    everything: GlobalOpt = False,
+    cancel_open: Annotated[bool, typer.Option("--cancel-open", help="Also cancel every open order")] = False,
+    reduce_only: Annotated[
+        bool,
+        typer.Option("--reduce-only", help="REDUCING instead of HALTED: only orders that shrink a position"),
+    ] = False,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Halt new orders at once (the next request sees it); cancels keep working."""
+    level, subject = _scope_of(key, account, everything, as_json)
+    state = TradingState.REDUCING if reduce_only else TradingState.HALTED
+    _killswitch(_home(home), level, subject, state, cancel_open, as_json)
+
+
+@killswitch_app.command("off")
+def killswitch_off(
+    key: KeyOpt = None,
+    account: AccountOpt = None,
+    everything: GlobalOpt = False,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Let trading resume at this level (other levels' states still apply)."""
+    level, subject = _scope_of(key, account, everything, as_json)
+    _killswitch(_home(home), level, subject, TradingState.ACTIVE, False, as_json)
+
+
+@killswitch_app.command("status")
+def killswitch_status(home: Home = None, as_json: Json = False) -> None:
+    """Every level that is not active."""
+    try:
+        rows = _with_services(_home(home), lambda s: _states(s))
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    data = {"states": [{"level": lv.value, "subject": sj, "state": st.value} for lv, sj, st in rows]}
+    text = "\n".join(f"{lv.value} {sj or '*'}: {st.value}" for lv, sj, st in rows) or "all trading active"
+    _emit(as_json, data, text)
+
+
+async def _states(services: Services) -> list[tuple[Level, str, TradingState]]:
+    return services.trading.not_active()
 
 
 @ledger_app.command("verify")

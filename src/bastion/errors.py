@@ -12,6 +12,7 @@ Exception tree::
     ├── SignatureError               a request signature or its headers failed to parse or verify
     ├── VenueError                   the venue could not be reached or answered nonsense (fail closed)
     │   └── VenueRejected            the venue refused an order (``reason`` says why)
+    ├── PolicyError                  a policy document is invalid; the message names the field
     ├── IdempotencyConflict          a client order id was reused with other parameters
     └── LedgerError                  the ledger could not be written or read
         └── LedgerCorrupt            verification found a bad entry (``index`` names the first one)
@@ -32,6 +33,7 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     ORDER_REJECTED = "ORDER_REJECTED"
+    RISK_REJECTED = "RISK_REJECTED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     VENUE_UNAVAILABLE = "VENUE_UNAVAILABLE"
 
@@ -46,6 +48,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.ORDER_REJECTED: 422,
+    ErrorCode.RISK_REJECTED: 422,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.VENUE_UNAVAILABLE: 503,
 }
@@ -61,6 +64,7 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.PAYLOAD_TOO_LARGE: "The request body is too large.",
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: "The request body must be application/json.",
     ErrorCode.ORDER_REJECTED: "The order was rejected.",
+    ErrorCode.RISK_REJECTED: "The order was refused by a risk limit or the trading state.",
     ErrorCode.INTERNAL_ERROR: "Internal error: the request was refused. Retrying an order with the same "
     "client_order_id is safe.",
     ErrorCode.VENUE_UNAVAILABLE: "The venue is unavailable; retry with the same client order id.",
@@ -94,6 +98,10 @@ class VenueRejected(VenueError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class PolicyError(BastionError, ValueError):
+    """A policy document is invalid and was refused whole; the message names the field."""
 
 
 class IdempotencyConflict(BastionError):

@@ -158,6 +158,27 @@ class Venue(Protocol):
     async def balances(self, account: str) -> Sequence[Balance]: ...
 
 
+class MarketData(Protocol):
+    """What the risk stage reads of the market, synchronously: it must answer from memory
+    (the paper venue computes it; a real venue adapter keeps it from its market-data feed)."""
+
+    def instrument(self, symbol: str) -> Instrument | None: ...
+
+    def quote(self, symbol: str) -> Ticker | None:
+        """The latest bid, ask and last price, or None when there is none (risk then fails closed)."""
+        ...
+
+
+OrderListener = Callable[[str, VenueOrder], None]
+"""Called with (account, order) each time the venue reports a change of one of its orders."""
+
+
+class OrderFeed(Protocol):
+    def subscribe(self, listener: OrderListener) -> None:
+        """Report every order change (placement, fill, cancel, expiry) to ``listener``."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
     index: int

@@ -10,6 +10,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from bastion import control
 from bastion.config import Settings, is_loopback
 from bastion.errors import ConfigError
 from bastion.http.app import create_app
@@ -26,9 +27,12 @@ def services_lifespan(
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await services.start()
+        await services.start_serving()
+        control_server = await control.serve(services.home, services.control)
         try:
             yield
         finally:
+            control_server.close()
             await services.close()
             if on_close is not None:
                 await on_close()

@@ -9,10 +9,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bastion.clock import SystemClock
@@ -21,12 +23,19 @@ from bastion.crypto import keys as keyfmt
 from bastion.crypto.httpsig import ED25519, HMAC_SHA256
 from bastion.domain.addresses import parse_cidrs
 from bastion.domain.credentials import audit
-from bastion.domain.principals import Scope
-from bastion.errors import BastionError, ConfigError
+from bastion.domain.orders import VenueOrder
+from bastion.domain.policy import EMPTY, PolicyDocument, document_from, document_hash, merge, to_mapping
+from bastion.domain.principals import Principal, Scope
+from bastion.domain.trading import Level, TradingState
+from bastion.errors import BastionError, ConfigError, VenueRejected
 from bastion.ledger.writer import LedgerWriter
 from bastion.pipeline.chain import Pipeline, Stage, build_stages
-from bastion.ports import Clock, KeyRecord
+from bastion.ports import Clock, KeyRecord, OrderRecord, OrderState, RowConflict
+from bastion.risk.book import ExposureBook
+from bastion.risk.engine import RiskEngine
 from bastion.state.memory import MemoryNonceStore
+from bastion.state.policies import PolicyCache, account_subject, key_subject
+from bastion.state.trading import TradingStates
 from bastion.state.usage import KeyUsageRecorder
 from bastion.store.db import Database, sqlite_url
 from bastion.store.repos import (
@@ -37,7 +46,9 @@ from bastion.store.repos import (
     SqlLedgerStore,
     SqlOrderStore,
     SqlPaperStore,
+    SqlPolicyStore,
     SqlSealedRows,
+    SqlTradingStateStore,
 )
 from bastion.vault.envelope import SealContext, master_version, seal_secret
 from bastion.vault.keys import VaultKeySecrets
@@ -49,6 +60,7 @@ from bastion.venues.paper.venue import DEFAULT_EPOCH_US, DEFAULT_FUNDING, PaperV
 VAULT_DIR = "vault"
 HSM_PIN_ENV = "BASTION_HSM_PIN"
 PASSPHRASE_ENV = "BASTION_MASTER_PASSPHRASE"  # noqa: S105 - the variable's name, not its value
+log = structlog.get_logger("bastion.services")
 
 
 def open_token(settings: Settings, environ: Mapping[str, str]) -> TokenKeys | None:
@@ -86,6 +98,11 @@ class Services:
     key_secrets: VaultKeySecrets
     key_usage: KeyUsageRecorder
     credentials: SqlCredentialStore
+    policy_store: SqlPolicyStore
+    state_store: SqlTradingStateStore
+    policies: PolicyCache
+    trading: TradingStates
+    risk: RiskEngine
     token: TokenKeys | None = None
     passphrase: bytes | None = dataclasses.field(default=None, repr=False)
 
@@ -111,7 +128,8 @@ class Services:
             funding=DEFAULT_FUNDING,
         )
         keys = SqlKeyStore(db)
-        return cls(
+        venue = PaperVenue(paper, SqlPaperStore(db), clock)
+        services = cls(
             home=home,
             settings=settings,
             clock=clock,
@@ -120,21 +138,61 @@ class Services:
             orders=SqlOrderStore(db, ledger),
             ledger_store=ledger_store,
             ledger=ledger,
-            venue=PaperVenue(paper, SqlPaperStore(db), clock),
+            venue=venue,
             nonces=MemoryNonceStore(),
             db=db,
             key_secrets=VaultKeySecrets(open_ring(home / VAULT_DIR, token, passphrase=passphrase)),
             key_usage=KeyUsageRecorder(keys.record_usage),
             credentials=SqlCredentialStore(db),
+            policy_store=SqlPolicyStore(db, ledger),
+            state_store=SqlTradingStateStore(db, ledger),
+            policies=PolicyCache(),
+            trading=TradingStates(),
+            risk=RiskEngine(ExposureBook(), venue),
             token=token,
             passphrase=passphrase,
         )
+        venue.subscribe(services.on_venue_order)
+        return services
+
+    def on_venue_order(self, account: str, order: VenueOrder) -> None:
+        """The venue's order reports feed the risk book (fills, closes)."""
+        instrument = self.venue.instrument(order.symbol)
+        try:
+            self.risk.book.on_venue_order(
+                account, order, self.clock.now(), instrument.quote if instrument else ""
+            )
+        except Exception:  # the book must never break the venue call that reported the change
+            log.exception("risk_book_update_failed", account=account, symbol=order.symbol)
 
     async def start(self) -> None:
         await self.db.start()
         await self.ledger.start()
         await self.key_usage.start()
         await self.venue.start()
+        await self.reload_policies()
+        self.trading = TradingStates(
+            (Level(level), subject, TradingState(state))
+            for level, subject, state in await self.state_store.all()
+        )
+
+    async def start_serving(self) -> None:
+        """What only a serving process needs: the risk book rebuilt from the stored orders."""
+        now = self.clock.now()
+        book = self.risk.book
+        for record in await self.orders.all_records():
+            instrument = self.venue.instrument(record.request.symbol)
+            quote = instrument.quote if instrument else ""
+            if record.snapshot is not None:
+                book.on_venue_order(record.account, record.snapshot, now, quote, key_id=record.key_id)
+            elif record.state is OrderState.PENDING:  # the venue may hold it: reserve, conservatively
+                reference = self.venue.quote(record.request.symbol)
+                price = record.request.price or (reference.last if reference else Decimal(0))
+                book.reserve(record.key_id, record.account, quote, record.request, price, now)
+
+    async def reload_policies(self) -> None:
+        stored = await self.policy_store.current()
+        self.policies.replace({s: (v, document_from(d)) for s, (v, d) in stored.items()})
 
     async def close(self) -> None:
         await self.key_usage.close()
@@ -153,6 +211,9 @@ class Services:
             clock=self.clock,
             replay_window_seconds=self.settings.auth.replay_window_seconds,
             venue_timeout_seconds=self.settings.paper.venue_timeout_seconds,
+            risk=self.risk,
+            policies=self.policies,
+            trading_states=self.trading,
             key_secrets=self.key_secrets,
             key_usage=self.key_usage,
         )
@@ -378,6 +439,164 @@ class Services:
         if self.token is not None:
             present |= set(self.token.keys())
         return sorted(present), sorted({master_version(r.sealed) for r in rows})
+
+    # -- policies ---------------------------------------------------------------------------
+    async def policy_subject(self, target: str) -> tuple[str, KeyRecord | None]:
+        """``bst_…`` names a key, anything else an account: (store subject, the key if one)."""
+        if target.startswith(keyfmt.KEY_PREFIX):
+            key = await self.keys.get_key(target)
+            if key is None:
+                raise ConfigError(f"no key {target}")
+            return key_subject(target), key
+        if not await self.accounts.exists(target):
+            raise ConfigError(f"no account or key {target!r}")
+        return account_subject(target), None
+
+    async def show_policy(self, target: str) -> dict[str, Any]:
+        subject, key = await self.policy_subject(target)
+        version, document = self.policies.document(subject) or (0, EMPTY)
+        shown: dict[str, Any] = {"subject": subject, "version": version, "document": to_mapping(document)}
+        if key is not None:
+            shown["scopes"] = sorted(s.value for s in key.scopes)
+            principal = Principal(key.key_id, key.account, key.scopes)
+            policy = self.policies.for_principal(principal)
+            shown["account"] = key.account
+            shown["effective_scopes"] = sorted(s.value for s in policy.scopes)
+            account_doc = self.policies.document(account_subject(key.account))
+            merged = merge(account_doc[1] if account_doc else EMPTY, document)
+            shown["effective"] = to_mapping(merged)
+        return shown
+
+    async def set_policy(self, target: str, patch: PolicyDocument, *, actor: str) -> dict[str, Any]:
+        """Apply a (partial) document to a key's or account's policy: validated whole, stored
+        as a new version, recorded in the ledger with who changed it."""
+        subject, key = await self.policy_subject(target)
+        await self.reload_policies()  # start from what is stored, not from this process's copy
+        version, stored = self.policies.document(subject) or (0, EMPTY)
+        also = None
+        scopes = None if key is None else key.scopes
+        if key is not None and isinstance(patch.scopes, list):
+            scopes = frozenset(patch.scopes)
+            if not scopes:
+                raise ConfigError("a key needs at least one scope (read, trade, cancel)")
+            also = self.keys.scopes_write(key.key_id, scopes)  # a key's scopes live with the key
+            patch = msgspec.structs.replace(patch, scopes=msgspec.UNSET)
+        merged = document_from(to_mapping(merge(stored, patch)))  # re-validated as a whole
+        data = to_mapping(merged)
+        entry: dict[str, object] = {
+            "subject": subject,
+            "actor": actor,
+            "previous_version": version,
+            "document": data,
+            "document_sha256": document_hash(merged),
+        }
+        if scopes is not None:
+            entry["scopes"] = sorted(s.value for s in scopes)
+        try:
+            new_version = await self.policy_store.put(
+                subject, data, version, actor=actor, now=self.clock.now(), entry=entry, also=also
+            )
+        except RowConflict:
+            raise ConfigError("the policy changed meanwhile; run the command again") from None
+        await self.reload_policies()
+        return {"subject": subject, "version": new_version, "document": data}
+
+    # -- the kill switch --------------------------------------------------------------------
+    async def set_trading_state(
+        self, level: Level, subject: str, state: TradingState, *, cancel_open: bool, actor: str
+    ) -> dict[str, Any]:
+        """Set one level's trading state (stored and recorded first, then in force for the next
+        request) and, with ``cancel_open``, cancel every open order in its scope at the venue."""
+        if level is Level.KEY and await self.keys.get_key(subject) is None:
+            raise ConfigError(f"no key {subject}")
+        if level is Level.ACCOUNT and not await self.accounts.exists(subject):
+            raise ConfigError(f"no account {subject!r}")
+        if level is Level.GLOBAL:
+            subject = ""
+        previous = self.trading.get(level, subject)
+        entry = {
+            "level": level.value,
+            "subject": subject,
+            "state": state.value,
+            "previous": previous.value,
+            "cancel_open": cancel_open,
+            "actor": actor,
+        }
+        await self.state_store.put(
+            level.value, subject, state.value, actor=actor, now=self.clock.now(), entry=entry
+        )
+        self.trading.set(level, subject, state)
+        report: dict[str, Any] = {"level": level.value, "subject": subject, "state": state.value}
+        report["previous"] = previous.value
+        if cancel_open:
+            report |= await self.cancel_open_orders(
+                account=subject if level is Level.ACCOUNT else None,
+                key_id=subject if level is Level.KEY else None,
+                reason=f"killswitch {level.value}",
+            )
+        return report
+
+    async def cancel_open_orders(
+        self, *, account: str | None, key_id: str | None, reason: str
+    ) -> dict[str, Any]:
+        """Cancel at the venue every open order in scope; what was cancelled and what was not."""
+        canceled: list[str] = []
+        not_open: list[str] = []
+        failed: list[str] = []
+        for record in await self.orders.open_records(account=account, key_id=key_id):
+            if record.venue_order_id is None:
+                failed.append(record.id)  # never confirmed by the venue: nothing to cancel there yet
+                continue
+            try:
+                order = await self.venue.cancel(record.account, record.venue_order_id)
+                kind = "order.canceled"
+                canceled.append(record.id)
+            except VenueRejected:
+                found = await self.venue.order(record.account, record.venue_order_id)
+                not_open.append(record.id)
+                if found is None:
+                    continue
+                order, kind = found, "order.update"
+            except BastionError:
+                failed.append(record.id)
+                continue
+            await self._store_snapshot(record, order, kind, reason)
+        return {"canceled": canceled, "already_closed": not_open, "not_canceled": failed}
+
+    async def _store_snapshot(self, record: OrderRecord, order: VenueOrder, kind: str, reason: str) -> None:
+        record.snapshot = order
+        record.updated_at = self.clock.now()
+        facts = {
+            "order_id": record.id,
+            "account": record.account,
+            "venue_order_id": order.venue_order_id,
+            "status": order.status.value,
+            "by": reason,
+        }
+        await self.orders.save(record, (kind, facts))
+
+    async def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """What the control socket serves (``control.py``)."""
+        op = request.get("op")
+        if op == "ping":
+            return {"pid": os.getpid()}
+        if op == "reload_policies":
+            await self.reload_policies()
+            return {}
+        if op == "killswitch":
+            try:
+                level = Level(str(request.get("level")))
+                state = TradingState(str(request.get("state")))
+            except ValueError:
+                raise ConfigError("level or state is not valid") from None
+            return await self.set_trading_state(
+                level,
+                str(request.get("subject") or ""),
+                state,
+                cancel_open=bool(request.get("cancel_open")),
+                actor=str(request.get("actor") or "unknown")[:128],
+            )
+        raise ConfigError(f"unknown control operation {str(op)[:40]!r}")
 
     async def set_allowed_cidrs(self, key_id: str, cidrs: tuple[str, ...]) -> tuple[str, ...]:
         parsed = parse_cidrs(cidrs)

@@ -12,11 +12,11 @@ from bastion.pipeline.context import RequestContext
 from bastion.state.memory import MemoryNonceStore
 from bastion.store.memory import MemoryKeyStore, MemoryLedger, MemoryOrderStore
 from tests.pipeline.test_forward import Rig
-from tests.support import Req, context
+from tests.support import Req, context, risk_parts
 
 
 def test_the_declared_order_is_cheapest_first() -> None:
-    assert STAGE_ORDER == ("firewall", "authn", "replay", "authz", "forward")
+    assert STAGE_ORDER == ("firewall", "authn", "replay", "authz", "risk", "forward")
     rig = Rig()
     stages = build_stages(
         keys=MemoryKeyStore(),
@@ -27,6 +27,7 @@ def test_the_declared_order_is_cheapest_first() -> None:
         clock=rig.clock,
         replay_window_seconds=5,
         venue_timeout_seconds=5,
+        **risk_parts(rig.venue.inner),
     )
     assert tuple(s.name for s in stages) == STAGE_ORDER
 
@@ -69,6 +70,7 @@ async def test_denials_are_recorded_with_stage_and_reason() -> None:
         clock=clock,
         replay_window_seconds=5,
         venue_timeout_seconds=5,
+        **risk_parts(Rig().venue.inner),
     )
     verdict = await Pipeline(stages, ledger).run(context(Req("get_account"), clock))
     assert isinstance(verdict, Deny) and verdict.code is ErrorCode.AUTHENTICATION_FAILED

@@ -2,9 +2,9 @@
 
 Stages run cheapest first so floods of bad requests are dropped before expensive work:
 
-    firewall → authn → replay → authz → forward
+    firewall → authn → replay → authz → risk → forward
 
-(ARCHITECTURE §2 names the full chain; shield, rate limiting, risk and fraud join it in
+(ARCHITECTURE §2 names the full chain; shield, rate limiting and fraud join it in
 their own issues, in the places that order gives them.)  Every verdict, allowed or denied,
 is appended to the ledger before the caller gets an answer.  A stage that raises denies
 with ``INTERNAL_ERROR``: the gateway fails closed.
@@ -27,9 +27,13 @@ from bastion.pipeline.context import RequestContext
 from bastion.pipeline.firewall import Firewall
 from bastion.pipeline.forward import Forward
 from bastion.pipeline.replay import ReplayGuard
+from bastion.pipeline.risk import RiskCheck
 from bastion.ports import Clock, KeySecrets, KeyStore, KeyUsage, Ledger, NonceStore, OrderStore, Venue
+from bastion.risk.engine import RiskEngine
+from bastion.state.policies import PolicyCache
+from bastion.state.trading import TradingStates
 
-STAGE_ORDER = ("firewall", "authn", "replay", "authz", "forward")
+STAGE_ORDER = ("firewall", "authn", "replay", "authz", "risk", "forward")
 MAX_RECORDED_PATH = 512
 
 log = structlog.get_logger("bastion.pipeline")
@@ -51,6 +55,9 @@ def build_stages(
     clock: Clock,
     replay_window_seconds: int,
     venue_timeout_seconds: float,
+    risk: RiskEngine,
+    policies: PolicyCache,
+    trading_states: TradingStates,
     key_secrets: KeySecrets | None = None,
     key_usage: KeyUsage | None = None,
 ) -> tuple[Stage, ...]:
@@ -59,7 +66,8 @@ def build_stages(
         Firewall(),
         Authenticate(keys, clock, key_secrets, key_usage),
         ReplayGuard(nonces, clock, replay_window_seconds),
-        Authorize(orders),
+        Authorize(orders, policies),
+        RiskCheck(risk, policies, trading_states, orders, clock),
         Forward(orders, venue, ledger, clock, venue_timeout_seconds),
     )
     assert tuple(s.name for s in stages) == STAGE_ORDER  # noqa: S101 - guards the declaration above
@@ -95,6 +103,11 @@ class Pipeline:
         except Exception as exc:  # fail closed; the detail goes to the log and the ledger
             log.exception("stage_failed", stage=current, request_id=ctx.request_id)
             verdict = Deny(current, ErrorCode.INTERNAL_ERROR, f"stage raised {type(exc).__name__}")
+        for finalize in ctx.finalizers:
+            try:
+                finalize(verdict)
+            except Exception:  # a clean-up that fails must not cost the request its ledger entry
+                log.exception("finalizer_failed", request_id=ctx.request_id)
         # The request's entry joins any writes the stages queued; one commit usually takes them all,
         # and nothing is answered until every one of them is durable.
         entry = self._ledger.enqueue("request", self._entry(ctx, verdict))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from bastion.crypto.httpsig import ParsedSignature, RequestView
 from bastion.domain.principals import Principal
+from bastion.domain.verdict import Verdict
 from bastion.ports import OrderRecord
 from bastion.schema import RouteSpec
 
@@ -38,6 +39,8 @@ class RequestContext:
     outcome: dict[str, object] = field(default_factory=dict)
     # Writes queued by stages; the log phase awaits them with its own entry before answering.
     pending: list[Awaitable[int]] = field(default_factory=list)
+    # Called with the final verdict once every stage has run (a stage's clean-up, e.g. a risk reservation).
+    finalizers: list[Callable[[Verdict], None]] = field(default_factory=list)
 
     def view(self) -> RequestView:
         return RequestView(self.method, self.scheme, self.authority, self.path, self.query, self.headers)

@@ -41,6 +41,8 @@ from bastion.store.tables import (
     orders,
     paper_balances,
     paper_orders,
+    policy_versions,
+    trading_states,
     venue_credentials,
 )
 from bastion.vault.envelope import SealContext
@@ -118,6 +120,10 @@ _SQL_INSERT_LEDGER = "INSERT INTO ledger_entries (idx, body, hash) VALUES (?, ?,
 _INSERT_ORDER_OR_SKIP = {
     "sqlite": sqlite_insert(orders).on_conflict_do_nothing(),
     "postgresql": postgresql_insert(orders).on_conflict_do_nothing(),
+}
+_INSERT_POLICY_OR_SKIP = {
+    "sqlite": sqlite_insert(policy_versions).on_conflict_do_nothing(),
+    "postgresql": postgresql_insert(policy_versions).on_conflict_do_nothing(),
 }
 _UPDATE_ORDER = update(orders).where(orders.c.id == bindparam("b_id"))
 _LEDGER_HEAD = (
@@ -205,6 +211,13 @@ class SqlKeyStore:
     async def create(self, record: KeyRecord) -> None:
         values = self._values(record)
         await self._db.write(lambda conn: conn.execute(insert(api_keys).values(**values)))
+
+    @staticmethod
+    def scopes_write(key_id: str, scopes: frozenset[Scope]) -> RowWrite:
+        """A row write that sets a key's scopes (to commit with the ledger entry recording it)."""
+        text = ",".join(sorted(s.value for s in scopes))
+        query = update(api_keys).where(api_keys.c.key_id == key_id).values(scopes=text)
+        return lambda conn: conn.execute(query)
 
     async def rotate(self, old: KeyRecord, new: KeyRecord, old_expires_at: datetime) -> None:
         """Insert ``new`` and let ``old`` expire at ``old_expires_at``, in one transaction."""
@@ -381,6 +394,116 @@ class SqlOrderStore:
             query = query.where(orders.c.status.in_(list(statuses)))
         query = query.order_by(orders.c.created_us.desc(), orders.c.id.desc()).limit(limit)
         return await self._db.read(lambda conn: [_order_from_row(r._mapping) for r in conn.execute(query)])
+
+    async def all_records(self) -> Sequence[OrderRecord]:
+        """Every order, oldest first (the risk book is rebuilt from them at start-up)."""
+        query = select(orders).order_by(orders.c.created_us, orders.c.id)
+        return await self._db.read(lambda conn: [_order_from_row(r._mapping) for r in conn.execute(query)])
+
+    async def open_records(
+        self, *, account: str | None = None, key_id: str | None = None
+    ) -> Sequence[OrderRecord]:
+        """Orders the venue holds open as last seen (or never confirmed), for the kill switch."""
+        query = select(orders).where(orders.c.status.in_(["new", "partially_filled", "pending"]))
+        if account is not None:
+            query = query.where(orders.c.account == account)
+        if key_id is not None:
+            query = query.where(orders.c.key_id == key_id)
+        query = query.order_by(orders.c.created_us, orders.c.id)
+        return await self._db.read(lambda conn: [_order_from_row(r._mapping) for r in conn.execute(query)])
+
+
+class SqlPolicyStore:
+    """Policy documents, one row per version; a change and its ledger entry commit together."""
+
+    def __init__(self, db: Database, journal: Ledger) -> None:
+        self._db = db
+        self._journal = journal
+
+    async def current(self) -> dict[str, tuple[int, dict[str, object]]]:
+        """subject -> (version, document as JSON data) for every subject's newest version."""
+
+        def run(conn: Connection) -> dict[str, tuple[int, dict[str, object]]]:
+            newest = (
+                select(policy_versions.c.subject, func.max(policy_versions.c.version).label("v"))
+                .group_by(policy_versions.c.subject)
+                .subquery()
+            )
+            query = select(policy_versions).join(
+                newest,
+                (policy_versions.c.subject == newest.c.subject) & (policy_versions.c.version == newest.c.v),
+            )
+            return {r.subject: (int(r.version), msgspec.json.decode(r.document)) for r in conn.execute(query)}
+
+        return await self._db.read(run)
+
+    async def history(self, subject: str) -> list[tuple[int, datetime, str]]:
+        query = (
+            select(policy_versions.c.version, policy_versions.c.created_us, policy_versions.c.actor)
+            .where(policy_versions.c.subject == subject)
+            .order_by(policy_versions.c.version)
+        )
+        return await self._db.read(
+            lambda conn: [(int(r.version), from_us(r.created_us), r.actor) for r in conn.execute(query)]
+        )
+
+    async def put(
+        self,
+        subject: str,
+        document: Mapping[str, object],
+        expected_version: int,
+        *,
+        actor: str,
+        now: datetime,
+        entry: Mapping[str, object],
+        also: RowWrite | None = None,
+    ) -> int:
+        """Store version ``expected_version + 1`` (and run ``also``) with the entry, atomically;
+        raises RowConflict, having written nothing, if another change took that version."""
+        version = expected_version + 1
+        values = {
+            "subject": subject,
+            "version": version,
+            "document": _encode(document).decode(),
+            "created_us": to_us(now),
+            "actor": actor,
+        }
+
+        def write(conn: Connection) -> None:
+            if not conn.execute(_INSERT_POLICY_OR_SKIP[conn.dialect.name], values).rowcount:
+                raise RowConflict(subject)
+            if also is not None:
+                also(conn)
+
+        await self._journal.append("policy.changed", dict(entry) | {"version": version}, write=write)
+        return version
+
+
+class SqlTradingStateStore:
+    def __init__(self, db: Database, journal: Ledger) -> None:
+        self._db = db
+        self._journal = journal
+
+    async def all(self) -> list[tuple[str, str, str]]:
+        query = select(trading_states.c.level, trading_states.c.subject, trading_states.c.state)
+        return await self._db.read(lambda conn: [(r.level, r.subject, r.state) for r in conn.execute(query)])
+
+    async def put(
+        self, level: str, subject: str, state: str, *, actor: str, now: datetime, entry: Mapping[str, object]
+    ) -> None:
+        """Store one level's state (active removes the row) with its ledger entry, atomically."""
+
+        def write(conn: Connection) -> None:
+            where = (trading_states.c.level == level) & (trading_states.c.subject == subject)
+            conn.execute(trading_states.delete().where(where))
+            if state != "active":
+                conn.execute(
+                    insert(trading_states).values(
+                        level=level, subject=subject, state=state, updated_us=to_us(now), actor=actor
+                    )
+                )
+
+        await self._journal.append("killswitch.changed", entry, write=write)
 
 
 def _stored_bytes(value: object) -> bytes:

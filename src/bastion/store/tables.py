@@ -106,3 +106,25 @@ paper_orders = Table(
     UniqueConstraint("account", "client_order_id", name="uq_paper_orders_account_client_order_id"),
     Index("ix_paper_orders_account", "account"),
 )
+
+# Versioned policy documents: one row per version; the highest version of a subject is in force.
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("subject", String(80), primary_key=True),  # "account:NAME" or "key:KEY_ID"
+    Column("version", BigInteger, primary_key=True, autoincrement=False),
+    Column("document", Text, nullable=False),  # JSON, the whole document after the change
+    Column("created_us", BigInteger, nullable=False),
+    Column("actor", String(128), nullable=False),
+)
+
+# The kill switch: states other than active, at global (subject ""), account or key level.
+trading_states = Table(
+    "trading_states",
+    metadata,
+    Column("level", String(16), primary_key=True),
+    Column("subject", String(80), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Column("actor", String(128), nullable=False),
+)

@@ -12,7 +12,7 @@ from bastion.domain.credentials import CredentialPermissions
 from bastion.domain.instruments import AssetClass, Instrument
 from bastion.domain.orders import Balance, Fill, OrderRequest, Ticker, VenueOrder
 from bastion.errors import VenueRejected
-from bastion.ports import Clock
+from bastion.ports import Clock, OrderListener
 from bastion.venues.binance_restrictions import RestrictionsFormatError, parse_api_restrictions
 from bastion.venues.paper.data import Bar, load_series
 from bastion.venues.paper.engine import Changes, Market, PaperEngine, PaperOrder
@@ -105,6 +105,11 @@ class PaperVenue:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._started = False
+        self._listeners: list[OrderListener] = []
+
+    def subscribe(self, listener: OrderListener) -> None:
+        """Report every order change to ``listener`` (after it is persisted)."""
+        self._listeners.append(listener)
 
     async def start(self) -> None:
         """Load every stored account; called once at start-up (and lazily on first use)."""
@@ -140,33 +145,50 @@ class PaperVenue:
                 await self._load(account)
         self._started = True
 
-    async def _persist(self, changes: Changes) -> None:
+    async def _persist(self, changes: Changes) -> dict[str, VenueOrder]:
+        """Store what changed, then report changed orders to the listeners (returned as well)."""
         if not changes.orders and not changes.accounts:
-            return
+            return {}
         balances = {a: self._engine.balances(a) for a in changes.accounts}
         orders = [self._engine.orders[i] for i in sorted(changes.orders)]
         await self._store.save(balances, orders)
+        reports: dict[str, VenueOrder] = {}
+        if self._listeners:
+            for order in orders:
+                report = reports[order.venue_order_id] = to_venue_order(order)
+                for listener in self._listeners:
+                    listener(order.account, report)
+        return reports
 
-    # -- the Venue port -------------------------------------------------------------------
-    async def instruments(self) -> Sequence[Instrument]:
-        return [m.instrument for m in self._engine.markets.values()]
+    # -- market data, from memory (the MarketData port) ---------------------------------------
+    def instrument(self, symbol: str) -> Instrument | None:
+        market = self._engine.markets.get(symbol)
+        return None if market is None else market.instrument
 
-    async def ticker(self, symbol: str) -> Ticker | None:
+    def quote(self, symbol: str) -> Ticker | None:
         if symbol not in self._engine.markets:
             return None
         now = self._clock.now()
         bid, ask, last = self._engine.quote(symbol, to_us(now))
         return Ticker(symbol=symbol, bid=bid, ask=ask, last=last, time=now)
 
+    # -- the Venue port -------------------------------------------------------------------
+    async def instruments(self) -> Sequence[Instrument]:
+        return [m.instrument for m in self._engine.markets.values()]
+
+    async def ticker(self, symbol: str) -> Ticker | None:
+        return self.quote(symbol)
+
     async def place(self, account: str, request: OrderRequest) -> VenueOrder:
         async with self._lock:
             now_us, changes = await self._enter(account)
             try:
                 order, placed = self._engine.place(account, request, now_us)
-                changes.merge(placed)
-            finally:
-                await self._persist(changes)  # what the market did, and the order if placed: one write
-            return to_venue_order(order)
+            except Exception:
+                await self._persist(changes)  # what the market did before the refusal
+                raise
+            reports = await self._persist(changes.merge(placed))  # the market and the order: one write
+            return reports.get(order.venue_order_id) or to_venue_order(order)
 
     async def cancel(self, account: str, venue_order_id: str) -> VenueOrder:
         async with self._lock:
