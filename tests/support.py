@@ -18,9 +18,9 @@ from bastion.pipeline.context import RequestContext
 from bastion.ports import KeyRecord, MarketData
 from bastion.risk.book import ExposureBook
 from bastion.risk.engine import RiskEngine
+from bastion.schema import ROUTES
 from bastion.state.policies import PolicyCache
 from bastion.state.trading import TradingStates
-from bastion.schema import ROUTES
 
 ROUTE = {r.name: r for r in ROUTES}
 ALL_SCOPES = frozenset(Scope)
