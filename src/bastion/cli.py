@@ -350,6 +350,8 @@ def keys_create(
             return issued
 
         record, secret = _with_services(path, issue)
+        if policy is not None:
+            _tell_server(path, {"op": "reload_policies"})
         private_path = _save_private_key(path, record.key_id, private)
     except (BastionError, ValueError, OSError) as exc:
         _fail(str(exc), as_json)

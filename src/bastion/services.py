@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -61,6 +63,7 @@ VAULT_DIR = "vault"
 HSM_PIN_ENV = "BASTION_HSM_PIN"
 PASSPHRASE_ENV = "BASTION_MASTER_PASSPHRASE"  # noqa: S105 - the variable's name, not its value
 log = structlog.get_logger("bastion.services")
+STATE_WATCH_SECONDS = 1.0  # how often a server re-reads stored policies and trading states
 
 
 def open_token(settings: Settings, environ: Mapping[str, str]) -> TokenKeys | None:
@@ -105,6 +108,8 @@ class Services:
     risk: RiskEngine
     token: TokenKeys | None = None
     passphrase: bytes | None = dataclasses.field(default=None, repr=False)
+    _watch: asyncio.Task[None] | None = dataclasses.field(default=None, repr=False)
+    _policy_reload: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
     def build(
@@ -146,7 +151,7 @@ class Services:
             credentials=SqlCredentialStore(db),
             policy_store=SqlPolicyStore(db, ledger),
             state_store=SqlTradingStateStore(db, ledger),
-            policies=PolicyCache(),
+            policies=PolicyCache(reload=lambda: services.reload_policies()),
             trading=TradingStates(),
             risk=RiskEngine(ExposureBook(), venue),
             token=token,
@@ -171,13 +176,36 @@ class Services:
         await self.key_usage.start()
         await self.venue.start()
         await self.reload_policies()
-        self.trading = TradingStates(
-            (Level(level), subject, TradingState(state))
-            for level, subject, state in await self.state_store.all()
-        )
+        await self.reload_trading_states()
+
+    async def reload_trading_states(self) -> None:
+        # into the object the risk stage already holds: it must never be replaced
+        generation = self.trading.generation
+        rows = await self.state_store.all()
+        if self.trading.generation != generation:
+            return  # changed while we read: what we read may be older than what is in force
+        self.trading.replace_all((Level(lv), subject, TradingState(st)) for lv, subject, st in rows)
 
     async def start_serving(self) -> None:
-        """What only a serving process needs: the risk book rebuilt from the stored orders."""
+        """What only a serving process needs: the risk book rebuilt from the stored orders, and
+        a watch on stored policies and trading states (changes this process was not told of)."""
+        await self._rebuild_book()
+        self._watch = asyncio.create_task(self._watch_state(), name="policy-watch")
+
+    async def _watch_state(self) -> None:
+        stamp = await self.policy_store.stamp()
+        while True:
+            await asyncio.sleep(STATE_WATCH_SECONDS)
+            try:
+                current = await self.policy_store.stamp()
+                if current != stamp:
+                    await self.reload_policies()
+                    stamp = current
+                await self.reload_trading_states()
+            except Exception:  # keep watching; the control socket still delivers changes
+                log.exception("state_watch_failed")
+
+    async def _rebuild_book(self) -> None:
         now = self.clock.now()
         book = self.risk.book
         for record in await self.orders.all_records():
@@ -191,10 +219,17 @@ class Services:
                 book.reserve(record.key_id, record.account, quote, record.request, price, now)
 
     async def reload_policies(self) -> None:
-        stored = await self.policy_store.current()
-        self.policies.replace({s: (v, document_from(d)) for s, (v, d) in stored.items()})
+        # one at a time, so a slow read can never replace what a later one applied
+        async with self._policy_reload:
+            stored = await self.policy_store.current()
+            self.policies.replace({s: (v, document_from(d)) for s, (v, d) in stored.items()})
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         await self.key_usage.close()
         await self.ledger.close()
         await self.db.close()

@@ -123,8 +123,8 @@ def parse_document(raw: bytes | str, *, filename: str = "") -> PolicyDocument:
     """Decode a YAML or JSON policy document strictly; refused whole when any field is wrong."""
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise PolicyError("the policy document is larger than 64 KiB")
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         if filename.endswith((".yaml", ".yml")) or not text.lstrip().startswith("{"):
             data: Any = yaml.safe_load(text)
         else:
@@ -147,7 +147,7 @@ def document_from(data: object) -> PolicyDocument:
             )
         raise PolicyError(f"`{unknown[0]}` is not a policy field; fields: {', '.join(FIELDS)}")
     if isinstance(data.get("scopes"), list):
-        bad = [s for s in data["scopes"] if s not in {x.value for x in Scope}]
+        bad = [s for s in data["scopes"] if isinstance(s, str) and s not in {x.value for x in Scope}]
         if bad:
             why = "is not a bot scope; bot keys may hold read, trade and cancel only"
             raise PolicyError(f"`scopes`: {str(bad[0])[:40]!r} {why}")

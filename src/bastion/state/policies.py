@@ -1,15 +1,18 @@
 """Policy documents in memory, and each key's effective policy computed once per change.
 
-Loaded from the store at start-up and again whenever the operator changes a policy (the CLI
-tells a running server over the control socket).  The risk stage reads it synchronously.
+Loaded from the store at start-up, again whenever the operator changes a policy (the CLI
+tells a running server over the control socket), every second when the store's stamp moved
+(a change the server was not told of, or one made through another replica), and before the
+first request of a key this process has not seen: a key created with limits never trades
+without them, even if no notification arrives.  The stages read it synchronously.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from bastion.domain.policy import EffectivePolicy, PolicyDocument, effective
-from bastion.domain.principals import Principal
+from bastion.domain.principals import Principal, Scope
 
 
 def account_subject(account: str) -> str:
@@ -21,13 +24,29 @@ def key_subject(key_id: str) -> str:
 
 
 class PolicyCache:
-    def __init__(self, documents: Mapping[str, tuple[int, PolicyDocument]] | None = None) -> None:
+    def __init__(
+        self,
+        documents: Mapping[str, tuple[int, PolicyDocument]] | None = None,
+        reload: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._documents: dict[str, tuple[int, PolicyDocument]] = dict(documents or {})
-        self._effective: dict[tuple[str, frozenset[object]], EffectivePolicy] = {}
+        self._effective: dict[tuple[str, frozenset[Scope]], EffectivePolicy] = {}
+        self._reload = reload
+        self._seen_keys: set[str] = set()
 
     def replace(self, documents: Mapping[str, tuple[int, PolicyDocument]]) -> None:
         self._documents = dict(documents)
         self._effective = {}
+
+    async def ensure_key(self, key_id: str) -> None:
+        """Before a key's first request in this process, load what is stored (it may be newer)."""
+        if key_id in self._seen_keys:
+            return
+        if self._reload is not None:
+            await self._reload()
+        if len(self._seen_keys) > 1_000_000:
+            self._seen_keys.clear()
+        self._seen_keys.add(key_id)
 
     def document(self, subject: str) -> tuple[int, PolicyDocument] | None:
         return self._documents.get(subject)

@@ -17,10 +17,12 @@ class TradingStates:
         self.global_state = TradingState.ACTIVE
         self._accounts: dict[str, TradingState] = {}
         self._keys: dict[str, TradingState] = {}
+        self.generation = 0  # counts changes made through set(), so a slow reload never undoes one
         for level, subject, state in rows:
             self.set(level, subject, state)
 
     def set(self, level: Level, subject: str, state: TradingState) -> None:
+        self.generation += 1
         if level is Level.GLOBAL:
             self.global_state = state
             return
@@ -29,6 +31,19 @@ class TradingStates:
             table.pop(subject, None)
         else:
             table[subject] = state
+
+    def replace_all(self, rows: Iterable[tuple[Level, str, TradingState]]) -> None:
+        """Take the stored states as a whole (levels absent from ``rows`` are active)."""
+        rows = list(rows)
+        accounts: dict[str, TradingState] = {
+            s: st for lv, s, st in rows if lv is Level.ACCOUNT and st is not TradingState.ACTIVE
+        }
+        keys: dict[str, TradingState] = {
+            s: st for lv, s, st in rows if lv is Level.KEY and st is not TradingState.ACTIVE
+        }
+        glob = [st for lv, _, st in rows if lv is Level.GLOBAL]
+        self.global_state = glob[0] if glob else TradingState.ACTIVE
+        self._accounts, self._keys = accounts, keys
 
     def get(self, level: Level, subject: str) -> TradingState:
         if level is Level.GLOBAL:

@@ -437,6 +437,12 @@ class SqlPolicyStore:
 
         return await self._db.read(run)
 
+    async def stamp(self) -> tuple[int, int]:
+        """(versions stored, newest creation time): changes whenever any policy does."""
+        query = select(func.count(), func.coalesce(func.max(policy_versions.c.created_us), 0))
+        row = await self._db.read(lambda conn: conn.execute(query).one())
+        return int(row[0]), int(row[1])
+
     async def history(self, subject: str) -> list[tuple[int, datetime, str]]:
         query = (
             select(policy_versions.c.version, policy_versions.c.created_us, policy_versions.c.actor)
