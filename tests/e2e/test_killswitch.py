@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def resting_buy(gateway: Gateway, who: str) -> dict[str, Any]:
         "symbol": "GOOG",
         "side": "buy",
         "type": "limit",
-        "quantity": min_quantity(gateway, "GOOG", __import__("decimal").Decimal(price)),
+        "quantity": min_quantity(gateway, "GOOG", Decimal(price)),
         "price": price,
         "time_in_force": "gtc",
     }
