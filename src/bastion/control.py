@@ -64,7 +64,7 @@ async def serve(home: Path, handler: Handler) -> asyncio.AbstractServer:
             line = await asyncio.wait_for(reader.readline(), timeout=10)
             try:
                 request = json.loads(line) if len(line) <= MAX_LINE else None
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or not UTF-8
                 request = None
             if not isinstance(request, dict):
                 reply: dict[str, Any] = {"ok": False, "error": "a request is one JSON object on one line"}

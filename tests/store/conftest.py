@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import secrets
@@ -9,10 +10,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+from bastion.store.db import Database, migrate, sqlite_url
 
 
 def _bin(name: str) -> str | None:
@@ -75,3 +78,18 @@ def postgres_url(postgres_server: str) -> str:
         [createdb, "-h", host, "-p", port, "-U", "bastion", name], check=True, capture_output=True, timeout=60
     )
     return f"postgresql+asyncpg://bastion@{postgres_server}/{name}"
+
+
+@pytest.fixture(params=["sqlite-fast-path", "portable-sqlalchemy", "postgresql"])
+async def engine(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    """Every repository test runs on SQLite through sqlite3 directly, on SQLite through the
+    portable SQLAlchemy statements, and on a real PostgreSQL through asyncpg."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = sqlite_url(tmp_path / "t.db")
+    await asyncio.to_thread(migrate, url)
+    db = Database(url, sqlite_fast_path=request.param == "sqlite-fast-path")
+    await db.start()
+    yield db
+    await db.close()

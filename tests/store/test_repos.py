@@ -29,21 +29,6 @@ from bastion.venues.paper.engine import PaperFill, PaperOrder
 clock = FakeClock()
 
 
-@pytest.fixture(params=["sqlite-fast-path", "portable-sqlalchemy", "postgresql"])
-async def engine(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
-    """Every repository test runs on SQLite through sqlite3 directly, on SQLite through the
-    portable SQLAlchemy statements, and on a real PostgreSQL through asyncpg."""
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-    else:
-        url = sqlite_url(tmp_path / "t.db")
-    await asyncio.to_thread(migrate, url)
-    db = Database(url, sqlite_fast_path=request.param == "sqlite-fast-path")
-    await db.start()
-    yield db
-    await db.close()
-
-
 def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
     migrate(sqlite_url(tmp_path / "m.db"))
     sync = create_sync_engine(f"sqlite:///{tmp_path / 'm.db'}")
