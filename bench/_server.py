@@ -23,6 +23,7 @@ from typing import ClassVar
 import msgspec
 from starlette.types import ASGIApp
 
+from bastion import logs
 from bastion.config import load_settings
 from bastion.domain.principals import Principal, Scope
 from bastion.domain.verdict import ALLOW, Deny, Verdict
@@ -167,7 +168,9 @@ def _with_ledger(services: Services, ledger: Ledger) -> Services:
 def main() -> None:
     home, port, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     stats_file = Path(sys.argv[4]) if len(sys.argv) > 4 else None
-    services = Services.build(home, load_settings(home))
+    settings = load_settings(home)
+    logs.configure(settings.log.level, home / settings.log.file)  # as `bastion serve` does
+    services = Services.build(home, settings)
     run(
         build(services, mode, stats_file),
         host="127.0.0.1",

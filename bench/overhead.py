@@ -35,6 +35,18 @@ from bastion.crypto import httpsig
 from bastion.crypto.keys import load_ed25519_private
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_POLICY = {
+    "symbols": ["BTC-USD", "EUR-USD", "GOOG"],
+    "max_order_quantity": "100",
+    "max_order_notional": "1000000",
+    "max_open_orders": 1000,
+    "max_position": "1000",
+    "max_daily_notional": "1000000000",
+    "max_daily_loss": "1000000000",
+    "price_band_pct": "10",
+    "orders_per_second": "100000",
+    "max_order_to_trade_ratio": "100",
+}
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -81,6 +93,10 @@ def start(mode: str, root: Path) -> Server:
         .replace('level = "info"', 'level = "warning"')
     )
     bastion(home, "accounts", "create", "bench")
+    # Limits the bench never reaches, so the risk stage does all of its work on every order.
+    policy = root / f"{mode}.policy.json"
+    policy.write_text(json.dumps(BENCH_POLICY))
+    bastion(home, "policy", "set", "bench", "--file", str(policy))
     create = ("keys", "create", "--account", "bench", "--scopes", "read,trade,cancel", "--json")
     key = json.loads(bastion(home, *create, "--generate"))
     hmac_key = json.loads(bastion(home, *create, "--alg", "hmac"))
