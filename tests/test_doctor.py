@@ -96,3 +96,23 @@ def test_unused_master_keys_are_pointed_out(home: Path) -> None:
     _, checks = doctor(home)
     assert checks["master keys"]["level"] == "warn"
     assert "retire" in checks["master keys"]["fix"]
+
+
+def test_trade_keys_without_size_limits_and_halts_are_pointed_out(home: Path, tmp_path: Path) -> None:
+    create = ("keys", "create", "--account", "alice", "--scopes", "read,trade", "--generate", "--json")
+    _, out = run(*create, "--home", str(home))
+    unlimited = json.loads(out)["key_id"]
+    _, out = run(*create, "--max-order-notional", "1000", "--home", str(home))
+    limited = json.loads(out)["key_id"]
+    _, checks = doctor(home)
+    assert checks[f"limits of key {unlimited}"]["level"] == "warn"
+    assert f"limits of key {limited}" not in checks
+
+    policy = tmp_path / "account.json"
+    policy.write_text('{"max_position": "10"}')
+    assert run("policy", "set", "alice", "--file", str(policy), "--home", str(home))[0] == 0
+    assert run("killswitch", "on", "--account", "alice", "--home", str(home))[0] == 0
+    code, checks = doctor(home)
+    assert f"limits of key {unlimited}" not in checks  # the account's defaults cover it
+    assert checks["kill switch (account alice)"]["level"] == "warn" and code == 0
+    assert "killswitch off --account alice" in checks["kill switch (account alice)"]["fix"]

@@ -13,11 +13,14 @@ from pathlib import Path
 from cryptography import x509
 
 from bastion.crypto._tls_groups import set_groups
+from bastion.domain.principals import Principal, Scope
 from bastion.errors import LedgerCorrupt
 from bastion.ledger.chain import verify
 from bastion.ports import LedgerRow
 from bastion.services import VAULT_DIR, Services
 from bastion.tls import INTERMEDIATE_GROUPS
+
+_SIZE_LIMITS = ("max_order_quantity", "max_order_notional", "max_position", "max_daily_notional")
 
 
 class Level(StrEnum):
@@ -128,6 +131,18 @@ async def run_checks(services: Services) -> list[Check]:
                     f"'bastion keys update {key.key_id} --allow-ip <bot's address>'",
                 )
             )
+        policy = services.policies.for_principal(Principal(key.key_id, key.account, key.scopes))
+        if Scope.TRADE in policy.scopes and not any(
+            getattr(policy, limit) is not None for limit in _SIZE_LIMITS
+        ):
+            checks.append(
+                Check(
+                    Level.WARN,
+                    f"limits of key {key.key_id}",
+                    "may trade with no size limit (no order, position or daily notional limit)",
+                    f"'bastion policy set {key.account} --file limits.yaml' (see docs/policies.md)",
+                )
+            )
         if key.expires_at is not None and key.expires_at - now < timedelta(days=7):
             checks.append(
                 Check(
@@ -168,6 +183,17 @@ async def run_checks(services: Services) -> list[Check]:
                     "restrict it to Bastion's address at the venue",
                 )
             )
+    # Trading states in force
+    for level, subject, state in services.trading.not_active():
+        target = "everything" if not subject else f"{level.value} {subject}"
+        checks.append(
+            Check(
+                Level.WARN,
+                f"kill switch ({target})",
+                f"{target} is {state.value}",
+                f"'bastion killswitch off --{level.value}{' ' + subject if subject else ''}' when it is safe",
+            )
+        )
     # Ledger
     try:
         rows: list[LedgerRow] = [row async for row in services.ledger_store.rows()]

@@ -113,3 +113,36 @@ def test_withdraw_can_never_be_granted(gateway: Gateway, tmp_path: Path) -> None
     assert failed.returncode == 2 and "`scopes`" in failed.stderr and "withdraw" in failed.stderr
     unknown = cli(gateway.home, "policy", "show", "bst_nothing", check=False)
     assert unknown.returncode == 2
+
+
+def test_simultaneous_orders_at_a_limit_through_the_server(gateway: Gateway, tmp_path: Path) -> None:
+    """Twenty bots' worth of orders at once against max_open_orders 5: exactly five rest."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.e2e.test_killswitch import new_account, resting_buy
+
+    (who,) = new_account(gateway, "pol-burst")
+    limit = tmp_path / "burst.json"
+    limit.write_text(json.dumps({"max_open_orders": 5}))
+    cli_json(gateway.home, "policy", "set", gateway.keys[who].key_id, "--file", str(limit))
+
+    def attempt(_: int) -> int:
+        try:
+            resting_buy(gateway, who)
+        except AssertionError:
+            return 0
+        return 1
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        placed = sum(pool.map(attempt, range(20)))
+    assert placed == 5
+    refusals = [
+        e["data"]
+        for e in gateway.ledger_entries()
+        if e["kind"] == "request"
+        and e["data"].get("key_id") == gateway.keys[who].key_id
+        and e["data"].get("stage") == "risk"
+    ]
+    assert len(refusals) == 15 and all("open" in r["reason"] for r in refusals)
+    open_now = gateway.call(who, "GET", "/v1/orders", query="status=open").body["orders"]
+    assert len(open_now) == 5
