@@ -177,6 +177,7 @@ def main() -> None:
         port=port,
         cert=None,
         key=None,
+        shield=settings.shield,
         insecure_http=True,
     )
 

@@ -11,16 +11,19 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion.clock import FakeClock
+from bastion.config import ShieldSettings
 from bastion.crypto import keys as keyfmt
 from bastion.crypto.httpsig import sign_request
 from bastion.domain.principals import Scope
 from bastion.pipeline.context import RequestContext
-from bastion.ports import KeyRecord, MarketData
+from bastion.pipeline.shield import Shield
+from bastion.ports import Clock, KeyRecord, Ledger, MarketData
 from bastion.risk.book import ExposureBook
 from bastion.risk.engine import RiskEngine
 from bastion.schema import ROUTES
 from bastion.state.policies import PolicyCache
 from bastion.state.trading import TradingStates
+from bastion.store.memory import MemoryLedger
 
 ROUTE = {r.name: r for r in ROUTES}
 ALL_SCOPES = frozenset(Scope)
@@ -140,10 +143,14 @@ def dec(text: str) -> Decimal:
     return Decimal(text)
 
 
-def risk_parts(market: MarketData) -> dict[str, Any]:
-    """The risk stage's parts for ``build_stages``, empty: no policies, every state active."""
+def risk_parts(
+    market: MarketData, clock: Clock | None = None, ledger: Ledger | None = None
+) -> dict[str, Any]:
+    """The shield's and risk stage's parts for ``build_stages``: default limits, no policies,
+    every state active."""
     return {
         "risk": RiskEngine(ExposureBook(), market),
         "policies": PolicyCache(),
         "trading_states": TradingStates(),
+        "shield": Shield(ShieldSettings(), clock or FakeClock(), ledger or MemoryLedger()),
     }

@@ -249,6 +249,7 @@ def serve(
             port=bind_port,
             cert=cert,
             key=key,
+            shield=settings.shield,
             insecure_http=insecure_http,
         )
     except BastionError as exc:

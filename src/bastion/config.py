@@ -37,6 +37,55 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ConfigError("server.max_body_bytes must be 1 KiB..16 MiB")
 
 
+class ShieldSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Limits checked before any signature work (docs/configuration.md, docs/shield.md)."""
+
+    max_connections_per_ip: int = 64
+    header_timeout_seconds: float = 5.0
+    body_timeout_seconds: float = 10.0
+    max_header_count: int = 64
+    max_header_bytes: int = 16_384
+    max_url_bytes: int = 2_048
+    ip_requests_per_second: float = 100.0
+    ip_burst: int = 200
+    max_in_flight: int = 256
+    ban_after_failures: int = 10
+    key_lockout_after_failures: int = 20
+    failure_window_seconds: float = 60.0
+    ban_seconds: float = 30.0
+    max_ban_seconds: float = 3_600.0
+    # Proxies (the nginx edge) whose X-Forwarded-For / X-Forwarded-Proto are believed.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        checks = (
+            (1 <= self.max_connections_per_ip <= 100_000, "max_connections_per_ip must be 1..100000"),
+            (0.1 <= self.header_timeout_seconds <= 120, "header_timeout_seconds must be 0.1..120"),
+            (0.1 <= self.body_timeout_seconds <= 300, "body_timeout_seconds must be 0.1..300"),
+            (8 <= self.max_header_count <= 1_000, "max_header_count must be 8..1000"),
+            (1_024 <= self.max_header_bytes <= 1_048_576, "max_header_bytes must be 1 KiB..1 MiB"),
+            (256 <= self.max_url_bytes <= 65_536, "max_url_bytes must be 256..65536"),
+            (0 < self.ip_requests_per_second <= 1_000_000, "ip_requests_per_second must be positive"),
+            (1 <= self.ip_burst <= 10_000_000, "ip_burst must be at least 1"),
+            (8 <= self.max_in_flight <= 100_000, "max_in_flight must be 8..100000"),
+            (1 <= self.ban_after_failures <= 10_000, "ban_after_failures must be 1..10000"),
+            (1 <= self.key_lockout_after_failures <= 10_000, "key_lockout_after_failures must be 1..10000"),
+            (1 <= self.failure_window_seconds <= 86_400, "failure_window_seconds must be 1..86400"),
+            (
+                0 < self.ban_seconds <= self.max_ban_seconds <= 604_800,
+                "ban_seconds must be within max_ban_seconds",
+            ),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"shield.{message}")
+        try:
+            for cidr in self.trusted_proxies:
+                ipaddress.ip_network(cidr)
+        except ValueError:
+            raise ConfigError("shield.trusted_proxies must be addresses or CIDR blocks") from None
+
+
 class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     replay_window_seconds: int = 5
 
@@ -84,6 +133,7 @@ class LogSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    shield: ShieldSettings = msgspec.field(default_factory=ShieldSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     paper: PaperSettings = msgspec.field(default_factory=PaperSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -120,6 +170,24 @@ port = 8443
 tls_cert = "tls/cert.pem"
 tls_key = "tls/key.pem"
 max_body_bytes = 65536
+
+[shield]
+# Checked before any signature work. See docs/shield.md.
+max_connections_per_ip = 64
+header_timeout_seconds = 5.0   # a request's headers must arrive within this (slowloris)
+body_timeout_seconds = 10.0    # and its body within this (slow POST)
+max_header_count = 64
+max_header_bytes = 16384
+max_url_bytes = 2048
+ip_requests_per_second = 100.0
+ip_burst = 200
+max_in_flight = 256            # past half of it reads are shed, past 80 % new orders; cancels last
+ban_after_failures = 10        # authentication failures from one address within the window
+key_lockout_after_failures = 20  # failures naming one key id: other addresses are locked out of it
+failure_window_seconds = 60.0
+ban_seconds = 30.0             # doubles with each repeat offence
+max_ban_seconds = 3600.0
+trusted_proxies = []           # e.g. ["127.0.0.1/32"] behind the nginx edge (deploy/nginx)
 
 [auth]
 # How old (or how far in the future) a signature's `created` may be, in seconds (1..60).

@@ -34,6 +34,10 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     ORDER_REJECTED = "ORDER_REJECTED"
     RISK_REJECTED = "RISK_REJECTED"
+    RATE_LIMITED = "RATE_LIMITED"
+    BANNED = "BANNED"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+    OVERLOADED = "OVERLOADED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     VENUE_UNAVAILABLE = "VENUE_UNAVAILABLE"
 
@@ -49,6 +53,10 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.ORDER_REJECTED: 422,
     ErrorCode.RISK_REJECTED: 422,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.BANNED: 429,
+    ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.OVERLOADED: 503,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.VENUE_UNAVAILABLE: 503,
 }
@@ -65,6 +73,10 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: "The request body must be application/json.",
     ErrorCode.ORDER_REJECTED: "The order was rejected.",
     ErrorCode.RISK_REJECTED: "The order was refused by a risk limit or the trading state.",
+    ErrorCode.RATE_LIMITED: "Too many requests; retry after the time in Retry-After.",
+    ErrorCode.BANNED: "Too many failed attempts; this address is blocked for the time in Retry-After.",
+    ErrorCode.REQUEST_TIMEOUT: "The request was not received in time.",
+    ErrorCode.OVERLOADED: "The gateway is saturated; retry after the time in Retry-After.",
     ErrorCode.INTERNAL_ERROR: "Internal error: the request was refused. Retrying an order with the same "
     "client_order_id is safe.",
     ErrorCode.VENUE_UNAVAILABLE: "The venue is unavailable; retry with the same client order id.",

@@ -132,6 +132,8 @@ class ErrorBody(msgspec.Struct, frozen=True):
 class HealthView(msgspec.Struct, frozen=True):
     status: str
     venue: str
+    # a dependency that is not ok, by name (for example "ratelimit": "redis unreachable")
+    checks: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 # -- routes -----------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from bastion import control
-from bastion.config import Settings, is_loopback
+from bastion.config import Settings, ShieldSettings, is_loopback
 from bastion.errors import ConfigError
 from bastion.http.app import create_app
+from bastion.http.protocol import shielded_protocol
 from bastion.pipeline.chain import Pipeline, Stage
 from bastion.services import Services
 from bastion.tls import server_context
@@ -51,6 +52,9 @@ def build_app(services: Services, stages: tuple[Stage, ...] | None = None) -> AS
         venue_name=services.venue.name,
         max_body_bytes=services.settings.server.max_body_bytes,
         lifespan=lifespan,
+        shield=services.shield,
+        body_timeout=services.settings.shield.body_timeout_seconds,
+        trusted_proxies=services.settings.shield.trusted_proxies,
     )
 
 
@@ -65,6 +69,7 @@ def run(
     port: int,
     cert: Path | None,
     key: Path | None,
+    shield: ShieldSettings,
     insecure_http: bool = False,
 ) -> None:
     """Serve until stopped.  HTTPS unless ``insecure_http``, which only loopback accepts."""
@@ -77,7 +82,7 @@ def run(
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=shielded_protocol(shield),  # httptools, with the connection-level shield
         lifespan="on",
         access_log=False,
         log_level="warning",

@@ -32,6 +32,7 @@ from bastion.domain.trading import Level, TradingState
 from bastion.errors import BastionError, ConfigError, VenueRejected
 from bastion.ledger.writer import LedgerWriter
 from bastion.pipeline.chain import Pipeline, Stage, build_stages
+from bastion.pipeline.shield import Shield, ended_facts
 from bastion.ports import Clock, KeyRecord, OrderRecord, OrderState, RowConflict
 from bastion.risk.book import ExposureBook
 from bastion.risk.engine import RiskEngine
@@ -106,6 +107,7 @@ class Services:
     policies: PolicyCache
     trading: TradingStates
     risk: RiskEngine
+    shield: Shield
     token: TokenKeys | None = None
     passphrase: bytes | None = dataclasses.field(default=None, repr=False)
     _watch: asyncio.Task[None] | None = dataclasses.field(default=None, repr=False)
@@ -154,6 +156,7 @@ class Services:
             policies=PolicyCache(reload=lambda: services.reload_policies()),
             trading=TradingStates(),
             risk=RiskEngine(ExposureBook(), venue),
+            shield=Shield(settings.shield, clock, ledger),
             token=token,
             passphrase=passphrase,
         )
@@ -202,6 +205,8 @@ class Services:
                     await self.reload_policies()
                     stamp = current
                 await self.reload_trading_states()
+                for ended in self.shield.sweep():
+                    await self.ledger.append("shield.ban_ended", ended_facts(ended))
             except Exception:  # keep watching; the control socket still delivers changes
                 log.exception("state_watch_failed")
 
@@ -249,6 +254,7 @@ class Services:
             risk=self.risk,
             policies=self.policies,
             trading_states=self.trading,
+            shield=self.shield,
             key_secrets=self.key_secrets,
             key_usage=self.key_usage,
         )

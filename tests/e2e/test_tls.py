@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bastion.config import ShieldSettings
 from bastion.errors import ConfigError
 from bastion.server import run
 from tests.e2e.conftest import Gateway
@@ -114,9 +115,17 @@ def test_intermediate_clients_connect(gateway: Gateway, args: tuple[str, ...]) -
 
 def test_plain_http_is_refused_off_loopback(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="loopback"):
-        run(lambda *_: None, host="0.0.0.0", port=1, cert=None, key=None, insecure_http=True)  # type: ignore[arg-type]
+        run(
+            lambda *_: None,
+            host="0.0.0.0",
+            port=1,
+            cert=None,
+            key=None,
+            shield=ShieldSettings(),
+            insecure_http=True,
+        )  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="certificate"):
-        run(lambda *_: None, host="127.0.0.1", port=1, cert=None, key=None)  # type: ignore[arg-type]
+        run(lambda *_: None, host="127.0.0.1", port=1, cert=None, key=None, shield=ShieldSettings())  # type: ignore[arg-type]
 
 
 def test_plain_http_to_the_tls_port_gets_no_service(gateway: Gateway) -> None:

@@ -24,6 +24,7 @@ class Deny:
     code: ErrorCode
     reason: str
     public_reason: str | None = None
+    retry_after: int | None = None  # seconds, for 429 and 503 answers
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,12 @@ other refusal.  Bodies are read up to the cap and no further.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import structlog
@@ -24,10 +25,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.domain.instruments import Instrument
 from bastion.domain.orders import Balance, Ticker
+from bastion.domain.principals import Scope as KeyScope
 from bastion.domain.verdict import Allow, Deny, Verdict
 from bastion.errors import HTTP_STATUS, MESSAGES, ErrorCode
+from bastion.http.forwarded import client_of, parse_networks
 from bastion.openapi import build_openapi
-from bastion.pipeline.chain import Pipeline
+from bastion.pipeline.chain import Pipeline, Stage
 from bastion.pipeline.context import RequestContext
 from bastion.ports import Clock, Ledger, OrderRecord
 from bastion.schema import (
@@ -91,9 +94,14 @@ def json_response(payload: object, status: int, request_id: str) -> Response:
     )
 
 
-def error_response(code: ErrorCode, request_id: str, reason: str | None = None) -> Response:
+def error_response(
+    code: ErrorCode, request_id: str, reason: str | None = None, retry_after: int | None = None
+) -> Response:
     body = ErrorBody(ErrorDetail(code.value, MESSAGES[code], request_id, reason))
-    return json_response(body, HTTP_STATUS[code], request_id)
+    response = json_response(body, HTTP_STATUS[code], request_id)
+    if retry_after is not None:
+        response.headers["retry-after"] = str(retry_after)
+    return response
 
 
 def _present(route: RouteSpec, result: object) -> object:
@@ -111,22 +119,27 @@ def _present(route: RouteSpec, result: object) -> object:
     raise TypeError(f"no presenter for {route.name} result {type(result).__name__}")
 
 
-async def read_body(request: Request, cap: int) -> tuple[bytes, bool]:
-    """The body, or (b"", True) as soon as it is known to exceed ``cap`` bytes."""
+async def read_body(request: Request, cap: int, seconds: float) -> tuple[bytes, bool, bool]:
+    """(body, too large, timed out): reading stops as soon as the body is known to exceed
+    ``cap`` bytes or ``seconds`` have passed (a slow POST)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            return b"", True
+            return b"", True, False
         if int(declared) > cap:
-            return b"", True
+            return b"", True, False
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            return b"", True
-        chunks.append(chunk)
-    return b"".join(chunks), False
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    return b"", True, False
+                chunks.append(chunk)
+    except TimeoutError:
+        return b"", False, True
+    return b"".join(chunks), False, False
 
 
 def _headers(request: Request) -> dict[str, list[str]]:
@@ -134,6 +147,20 @@ def _headers(request: Request) -> dict[str, list[str]]:
     for name, value in request.scope["headers"]:
         out.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
     return out
+
+
+class EdgeRefusal:
+    """Terminal stage for requests to undeclared routes or methods (after the shield)."""
+
+    name: ClassVar[str] = "edge"
+
+    async def __call__(self, ctx: RequestContext) -> Verdict:
+        status = int(ctx.path_params.get("_status", "404"))
+        code = ErrorCode.METHOD_NOT_ALLOWED if status == 405 else ErrorCode.NOT_FOUND
+        return Deny(self.name, code, f"undeclared route or method (HTTP {status})")
+
+
+UNDECLARED = RouteSpec("undeclared", "*", "*", KeyScope.READ, "an undeclared route or method", ErrorBody)
 
 
 def create_app(
@@ -144,33 +171,46 @@ def create_app(
     venue_name: str,
     max_body_bytes: int,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    shield: Stage | None = None,
+    body_timeout: float = 10.0,
+    trusted_proxies: Sequence[str] = (),
+    health: Callable[[], tuple[str, dict[str, str]]] | None = None,
 ) -> ASGIApp:
     if max_body_bytes < 1024:
         raise ValueError("max_body_bytes must be at least 1024")
+    if body_timeout <= 0:
+        raise ValueError("body_timeout must be positive")
     openapi_bytes = _encode(build_openapi())
+    trusted = parse_networks(trusted_proxies)
+    edge_pipeline = Pipeline((shield, EdgeRefusal()) if shield is not None else (EdgeRefusal(),), ledger)
+
+    async def context_of(request: Request, route: RouteSpec) -> RequestContext:
+        body, too_large, timed_out = await read_body(request, max_body_bytes, body_timeout)
+        client = request.scope.get("client") or ("", 0)
+        headers = _headers(request)
+        address, forwarded_scheme = client_of(str(client[0]), headers, trusted)
+        return RequestContext(
+            request_id=new_request_id(),
+            route=route,
+            method=request.method,
+            scheme=forwarded_scheme or request.scope.get("scheme", "https"),
+            authority=(headers.get("host") or [""])[0],
+            path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
+            query=request.scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            body=body,
+            body_too_large=too_large,
+            body_timed_out=timed_out,
+            client_ip=address,
+            path_params={k: str(v) for k, v in request.path_params.items()},
+            received_at=clock.now(),
+        )
 
     def endpoint(route: RouteSpec) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             started = time.perf_counter()
-            request_id = new_request_id()
-            body, too_large = await read_body(request, max_body_bytes)
-            client = request.scope.get("client") or ("", 0)
-            headers = _headers(request)
-            ctx = RequestContext(
-                request_id=request_id,
-                route=route,
-                method=request.method,
-                scheme=request.scope.get("scheme", "https"),
-                authority=(headers.get("host") or [""])[0],
-                path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
-                query=request.scope.get("query_string", b"").decode("latin-1"),
-                headers=headers,
-                body=body,
-                body_too_large=too_large,
-                client_ip=str(client[0]),
-                path_params={k: str(v) for k, v in request.path_params.items()},
-                received_at=clock.now(),
-            )
+            ctx = await context_of(request, route)
+            request_id = ctx.request_id
             verdict: Verdict | None = None
             try:
                 verdict = await pipeline.run(ctx)
@@ -195,43 +235,39 @@ def create_app(
 
     def _respond(ctx: RequestContext, verdict: Verdict) -> Response:
         if isinstance(verdict, Allow):
-            return json_response(_present(ctx.route, ctx.result), ctx.status, ctx.request_id)
-        if isinstance(verdict, Deny):
-            return error_response(verdict.code, ctx.request_id, verdict.public_reason)
-        return error_response(ErrorCode.FORBIDDEN, ctx.request_id)
+            response = json_response(_present(ctx.route, ctx.result), ctx.status, ctx.request_id)
+        elif isinstance(verdict, Deny):
+            response = error_response(
+                verdict.code, ctx.request_id, verdict.public_reason, verdict.retry_after
+            )
+        else:
+            response = error_response(ErrorCode.FORBIDDEN, ctx.request_id)
+        if ctx.response_headers:
+            response.headers.update(ctx.response_headers)
+        return response
 
     async def healthz(request: Request) -> Response:
-        return json_response(HealthView("ok", venue_name), 200, new_request_id())
+        status, checks = health() if health is not None else ("ok", {})
+        view = HealthView(status, venue_name, checks)
+        return json_response(view, 200 if status == "ok" else 503, new_request_id())
 
     async def openapi(request: Request) -> Response:
         return Response(openapi_bytes, media_type="application/json")
 
     async def edge_refusal(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
-            status, ErrorCode.BAD_REQUEST
-        )
-        request_id = new_request_id()
-        client = request.scope.get("client") or ("", 0)
+        """An undeclared route or method: through the shield (floods of them are limited like
+        any others), then refused and recorded."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
         try:
-            await ledger.append(
-                "request",
-                {
-                    "request_id": request_id,
-                    "route": None,
-                    "method": request.method,
-                    "path": request.url.path[:512],
-                    "client_ip": str(client[0]),
-                    "verdict": "deny",
-                    "stage": "edge",
-                    "code": code.value,
-                    "reason": f"undeclared route or method (HTTP {status})",
-                },
-            )
+            ctx = await context_of(request, UNDECLARED)
+            ctx.path = ctx.path[:512]
+            ctx.path_params = {"_status": str(status)}
+            verdict = await edge_pipeline.run(ctx)
         except Exception:
+            request_id = new_request_id()
             log.exception("ledger_failed", request_id=request_id)
             return error_response(ErrorCode.INTERNAL_ERROR, request_id)
-        return error_response(code, request_id)
+        return _respond(ctx, verdict)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         request_id = new_request_id()

@@ -2,9 +2,9 @@
 
 Stages run cheapest first so floods of bad requests are dropped before expensive work:
 
-    firewall → authn → replay → authz → risk → forward
+    shield → firewall → authn → replay → authz → risk → forward
 
-(ARCHITECTURE §2 names the full chain; shield, rate limiting and fraud join it in
+(ARCHITECTURE §2 names the full chain; rate limiting and fraud join it in
 their own issues, in the places that order gives them.)  Every verdict, allowed or denied,
 is appended to the ledger before the caller gets an answer.  A stage that raises denies
 with ``INTERNAL_ERROR``: the gateway fails closed.
@@ -28,12 +28,13 @@ from bastion.pipeline.firewall import Firewall
 from bastion.pipeline.forward import Forward
 from bastion.pipeline.replay import ReplayGuard
 from bastion.pipeline.risk import RiskCheck
+from bastion.pipeline.shield import Shield
 from bastion.ports import Clock, KeySecrets, KeyStore, KeyUsage, Ledger, NonceStore, OrderStore, Venue
 from bastion.risk.engine import RiskEngine
 from bastion.state.policies import PolicyCache
 from bastion.state.trading import TradingStates
 
-STAGE_ORDER = ("firewall", "authn", "replay", "authz", "risk", "forward")
+STAGE_ORDER = ("shield", "firewall", "authn", "replay", "authz", "risk", "forward")
 MAX_RECORDED_PATH = 512
 
 log = structlog.get_logger("bastion.pipeline")
@@ -58,11 +59,13 @@ def build_stages(
     risk: RiskEngine,
     policies: PolicyCache,
     trading_states: TradingStates,
+    shield: Shield,
     key_secrets: KeySecrets | None = None,
     key_usage: KeyUsage | None = None,
 ) -> tuple[Stage, ...]:
     """The production chain, in :data:`STAGE_ORDER`."""
     stages: tuple[Stage, ...] = (
+        shield,
         Firewall(),
         Authenticate(keys, clock, key_secrets, key_usage),
         ReplayGuard(nonces, clock, replay_window_seconds),

@@ -28,6 +28,7 @@ class RequestContext:
     path_params: dict[str, str]
     received_at: datetime
     body_too_large: bool = False
+    body_timed_out: bool = False
     # Set by stages as the request moves on.
     payload: object | None = None
     query_params: object | None = None
@@ -41,6 +42,8 @@ class RequestContext:
     pending: list[Awaitable[int]] = field(default_factory=list)
     # Called with the final verdict once every stage has run (a stage's clean-up, e.g. a risk reservation).
     finalizers: list[Callable[[Verdict], None]] = field(default_factory=list)
+    # Headers a stage adds to the answer (rate-limit state, for example).
+    response_headers: dict[str, str] = field(default_factory=dict)
 
     def view(self) -> RequestView:
         return RequestView(self.method, self.scheme, self.authority, self.path, self.query, self.headers)

@@ -22,38 +22,10 @@ from datetime import datetime
 from decimal import Decimal
 
 from bastion.domain.orders import Fill, OrderRequest, Side, VenueOrder
+from bastion.state.buckets import TokenBucket
 
 ZERO = Decimal(0)
 _CLOSED_MEMORY = 100_000
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    """``rate`` tokens a second, holding at most ``burst``."""
-
-    rate: float
-    burst: float
-    tokens: float
-    stamp: float
-
-    def _refill(self, now: float) -> None:
-        if now > self.stamp:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-
-    def available(self, now: float) -> bool:
-        self._refill(now)
-        return self.tokens >= 1.0
-
-    def take(self, now: float) -> None:
-        self._refill(now)
-        self.tokens -= 1.0
-
-
-def new_bucket(rate: Decimal, now: float) -> TokenBucket:
-    per_second = float(rate)
-    burst = max(1.0, per_second)
-    return TokenBucket(per_second, burst, burst, now)
 
 
 @dataclass(slots=True)

@@ -48,11 +48,10 @@ from bastion.risk.book import (
     ExposureBook,
     KeyFlow,
     Position,
-    TokenBucket,
     TrackedOrder,
     day_of,
-    new_bucket,
 )
+from bastion.state.buckets import TokenBucket, new_bucket
 
 _HUNDRED = Decimal(100)
 
