@@ -86,9 +86,20 @@ class Gateway:
         return ssl.create_default_context(cafile=str(self.cert))
 
     def raw(
-        self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+        self,
+        method: str,
+        target: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        source: str | None = None,
     ) -> Response:
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context(), timeout=30)
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1",
+            self.port,
+            context=self.context(),
+            timeout=30,
+            source_address=(source, 0) if source else None,
+        )
         try:
             conn.request(method, target, body=body or None, headers=headers or {})
             response = conn.getresponse()
@@ -132,10 +143,13 @@ class Gateway:
             headers["content-type"] = "application/json"
         return headers
 
-    def call(self, who: str, method: str, path: str, body: Any = None, query: str = "") -> Response:
+    def call(
+        self, who: str, method: str, path: str, body: Any = None, query: str = "", source: str | None = None
+    ) -> Response:
+        """A signed request; ``source`` picks the client address (any of 127.0.0.0/8)."""
         raw = json.dumps(body).encode() if body is not None else b""
         headers = self.signed_headers(who, method, path, query, raw)
-        return self.raw(method, path + ("?" + query if query else ""), raw, headers)
+        return self.raw(method, path + ("?" + query if query else ""), raw, headers, source=source)
 
     def ledger_entries(self) -> list[dict[str, Any]]:
         import sqlite3
