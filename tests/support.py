@@ -11,17 +11,19 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion.clock import FakeClock
-from bastion.config import ShieldSettings
+from bastion.config import RateLimitSettings, ShieldSettings
 from bastion.crypto import keys as keyfmt
 from bastion.crypto.httpsig import sign_request
 from bastion.domain.principals import Scope
 from bastion.pipeline.context import RequestContext
+from bastion.pipeline.ratelimit import RateLimit
 from bastion.pipeline.shield import Shield
 from bastion.ports import Clock, KeyRecord, Ledger, MarketData
 from bastion.risk.book import ExposureBook
 from bastion.risk.engine import RiskEngine
 from bastion.schema import ROUTES
 from bastion.state.policies import PolicyCache
+from bastion.state.ratelimit import MemoryRateStore
 from bastion.state.trading import TradingStates
 from bastion.store.memory import MemoryLedger
 
@@ -148,9 +150,16 @@ def risk_parts(
 ) -> dict[str, Any]:
     """The shield's and risk stage's parts for ``build_stages``: default limits, no policies,
     every state active."""
+    policies = PolicyCache()
     return {
         "risk": RiskEngine(ExposureBook(), market),
-        "policies": PolicyCache(),
+        "policies": policies,
         "trading_states": TradingStates(),
         "shield": Shield(ShieldSettings(), clock or FakeClock(), ledger or MemoryLedger()),
+        "ratelimit": RateLimit(
+            MemoryRateStore(clock or FakeClock()),
+            MemoryRateStore(clock or FakeClock()),
+            policies,
+            RateLimitSettings(),
+        ),
     }

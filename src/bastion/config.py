@@ -86,6 +86,31 @@ class ShieldSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ConfigError("shield.trusted_proxies must be addresses or CIDR blocks") from None
 
 
+class RateLimitSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Limits after authentication (docs/shield.md).  A key's own limit is its policy's
+    ``rate_limit``; these are the defaults and the account and address limits."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_seconds: float = 0.25
+    key_per_second: float = 20.0
+    key_burst: int = 40
+    account_per_second: float = 50.0
+    account_burst: int = 100
+    ip_per_second: float = 50.0
+    ip_burst: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("key", "account", "ip"):
+            rate, burst = getattr(self, f"{name}_per_second"), getattr(self, f"{name}_burst")
+            if not 0 < rate <= 1_000_000 or not 1 <= burst <= 10_000_000:
+                raise ConfigError(f"ratelimit.{name}_per_second must be positive and {name}_burst at least 1")
+        if not 0.01 <= self.redis_timeout_seconds <= 10:
+            raise ConfigError("ratelimit.redis_timeout_seconds must be 0.01..10")
+        if self.backend == "redis" and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("ratelimit.redis_url must be a redis://, rediss:// or unix:// URL")
+
+
 class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     replay_window_seconds: int = 5
 
@@ -134,6 +159,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     shield: ShieldSettings = msgspec.field(default_factory=ShieldSettings)
+    ratelimit: RateLimitSettings = msgspec.field(default_factory=RateLimitSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     paper: PaperSettings = msgspec.field(default_factory=PaperSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -188,6 +214,18 @@ failure_window_seconds = 60.0
 ban_seconds = 30.0             # doubles with each repeat offence
 max_ban_seconds = 3600.0
 trusted_proxies = []           # e.g. ["127.0.0.1/32"] behind the nginx edge (deploy/nginx)
+
+[ratelimit]
+# "memory" (one process) or "redis" (shared by replicas; one Lua round trip per check).
+backend = "memory"
+redis_url = "redis://127.0.0.1:6379/0"
+redis_timeout_seconds = 0.25
+key_per_second = 20.0        # a key's default; its policy's rate_limit overrides it
+key_burst = 40
+account_per_second = 50.0
+account_burst = 100
+ip_per_second = 50.0
+ip_burst = 100
 
 [auth]
 # How old (or how far in the future) a signature's `created` may be, in seconds (1..60).

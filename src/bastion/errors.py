@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     BANNED = "BANNED"
     REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
     OVERLOADED = "OVERLOADED"
+    RATE_LIMITER_UNAVAILABLE = "RATE_LIMITER_UNAVAILABLE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     VENUE_UNAVAILABLE = "VENUE_UNAVAILABLE"
 
@@ -57,6 +58,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BANNED: 429,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.OVERLOADED: 503,
+    ErrorCode.RATE_LIMITER_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.VENUE_UNAVAILABLE: 503,
 }
@@ -77,6 +79,7 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.BANNED: "Too many failed attempts; this address is blocked for the time in Retry-After.",
     ErrorCode.REQUEST_TIMEOUT: "The request was not received in time.",
     ErrorCode.OVERLOADED: "The gateway is saturated; retry after the time in Retry-After.",
+    ErrorCode.RATE_LIMITER_UNAVAILABLE: "Rate limits cannot be checked right now; the request was refused.",
     ErrorCode.INTERNAL_ERROR: "Internal error: the request was refused. Retrying an order with the same "
     "client_order_id is safe.",
     ErrorCode.VENUE_UNAVAILABLE: "The venue is unavailable; retry with the same client order id.",

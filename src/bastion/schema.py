@@ -149,7 +149,8 @@ class RouteSpec:
     body: type[msgspec.Struct] | None = None
     query: type[msgspec.Struct] | None = None
     path_params: dict[str, str] = field(default_factory=dict)
-    errors: tuple[int, ...] = (400, 401, 403)
+    errors: tuple[int, ...] = (400, 401, 403, 429)
+    weight: int = 1  # what one call costs in rate limits
 
 
 _ID = {"id": ORDER_ID_PATTERN}
@@ -163,7 +164,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         OrderView,
         success=201,
         body=PlaceOrder,
-        errors=(400, 401, 403, 409, 413, 415, 422, 503),
+        errors=(400, 401, 403, 409, 413, 415, 422, 429, 503),
     ),
     RouteSpec(
         "list_orders",
@@ -173,6 +174,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "List this account's orders",
         OrdersView,
         query=ListOrdersQuery,
+        weight=5,
     ),
     RouteSpec(
         "get_order",
@@ -182,7 +184,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Get one order",
         OrderView,
         path_params=_ID,
-        errors=(400, 401, 403, 404),
+        errors=(400, 401, 403, 404, 429),
     ),
     RouteSpec(
         "cancel_order",
@@ -192,10 +194,14 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Cancel an open order",
         OrderView,
         path_params=_ID,
-        errors=(400, 401, 403, 404, 422, 503),
+        errors=(400, 401, 403, 404, 422, 429, 503),
     ),
-    RouteSpec("get_account", "GET", "/v1/account", Scope.READ, "Balances of this account", AccountView),
-    RouteSpec("list_markets", "GET", "/v1/markets", Scope.READ, "Instruments and their rules", MarketsView),
+    RouteSpec(
+        "get_account", "GET", "/v1/account", Scope.READ, "Balances of this account", AccountView, weight=2
+    ),
+    RouteSpec(
+        "list_markets", "GET", "/v1/markets", Scope.READ, "Instruments and their rules", MarketsView, weight=2
+    ),
     RouteSpec(
         "get_ticker",
         "GET",
@@ -204,7 +210,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Best bid, ask and last price",
         TickerView,
         path_params={"symbol": SYMBOL_PATTERN},
-        errors=(400, 401, 403, 404),
+        errors=(400, 401, 403, 404, 429),
     ),
 )
 

@@ -55,6 +55,7 @@ def build_app(services: Services, stages: tuple[Stage, ...] | None = None) -> AS
         shield=services.shield,
         body_timeout=services.settings.shield.body_timeout_seconds,
         trusted_proxies=services.settings.shield.trusted_proxies,
+        health=services.health,
     )
 
 

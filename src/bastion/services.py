@@ -32,12 +32,14 @@ from bastion.domain.trading import Level, TradingState
 from bastion.errors import BastionError, ConfigError, VenueRejected
 from bastion.ledger.writer import LedgerWriter
 from bastion.pipeline.chain import Pipeline, Stage, build_stages
+from bastion.pipeline.ratelimit import RateLimit
 from bastion.pipeline.shield import Shield, ended_facts
 from bastion.ports import Clock, KeyRecord, OrderRecord, OrderState, RowConflict
 from bastion.risk.book import ExposureBook
 from bastion.risk.engine import RiskEngine
 from bastion.state.memory import MemoryNonceStore
 from bastion.state.policies import PolicyCache, account_subject, key_subject
+from bastion.state.ratelimit import MemoryRateStore, RateStore, RedisRateStore
 from bastion.state.trading import TradingStates
 from bastion.state.usage import KeyUsageRecorder
 from bastion.store.db import Database, sqlite_url
@@ -108,6 +110,8 @@ class Services:
     trading: TradingStates
     risk: RiskEngine
     shield: Shield
+    rate_store: RateStore
+    rate_fallback: MemoryRateStore
     token: TokenKeys | None = None
     passphrase: bytes | None = dataclasses.field(default=None, repr=False)
     _watch: asyncio.Task[None] | None = dataclasses.field(default=None, repr=False)
@@ -136,6 +140,12 @@ class Services:
         )
         keys = SqlKeyStore(db)
         venue = PaperVenue(paper, SqlPaperStore(db), clock)
+        limits = settings.ratelimit
+        rate_store: RateStore = (
+            RedisRateStore(limits.redis_url, timeout=limits.redis_timeout_seconds)
+            if limits.backend == "redis"
+            else MemoryRateStore(clock)
+        )
         services = cls(
             home=home,
             settings=settings,
@@ -157,6 +167,8 @@ class Services:
             trading=TradingStates(),
             risk=RiskEngine(ExposureBook(), venue),
             shield=Shield(settings.shield, clock, ledger),
+            rate_store=rate_store,
+            rate_fallback=MemoryRateStore(clock),
             token=token,
             passphrase=passphrase,
         )
@@ -205,6 +217,8 @@ class Services:
                     await self.reload_policies()
                     stamp = current
                 await self.reload_trading_states()
+                if isinstance(self.rate_store, RedisRateStore) and not self.rate_store.healthy:
+                    await self.rate_store.ping()
                 for ended in self.shield.sweep():
                     await self.ledger.append("shield.ban_ended", ended_facts(ended))
             except Exception:  # keep watching; the control socket still delivers changes
@@ -229,7 +243,16 @@ class Services:
             stored = await self.policy_store.current()
             self.policies.replace({s: (v, document_from(d)) for s, (v, d) in stored.items()})
 
+    def health(self) -> tuple[str, dict[str, str]]:
+        """What ``/healthz`` reports: "ok", or "degraded" with what is not ok."""
+        checks: dict[str, str] = {}
+        if isinstance(self.rate_store, RedisRateStore) and not self.rate_store.healthy:
+            checks["ratelimit"] = f"redis unreachable ({self.rate_store.last_error}): orders refused"
+        return ("degraded" if checks else "ok"), checks
+
     async def close(self) -> None:
+        if isinstance(self.rate_store, RedisRateStore):
+            await self.rate_store.close()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -255,6 +278,7 @@ class Services:
             policies=self.policies,
             trading_states=self.trading,
             shield=self.shield,
+            ratelimit=RateLimit(self.rate_store, self.rate_fallback, self.policies, self.settings.ratelimit),
             key_secrets=self.key_secrets,
             key_usage=self.key_usage,
         )

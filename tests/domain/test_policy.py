@@ -40,6 +40,7 @@ max_order_to_trade_ratio: "50"
 trading_windows:
   - {start: "08:00", end: "17:30", days: [mon, tue, wed, thu, fri]}
 reduce_only: false
+rate_limit: {per_second: "2.5", burst: 10}
 """
 
 
@@ -54,6 +55,7 @@ def test_every_field_loads_from_yaml_and_json() -> None:
     )
     assert policy.max_order_notional == D("50000.50") and policy.price_band_ticks == 40
     assert policy.sides == frozenset({Side.BUY, Side.SELL}) and policy.max_open_orders == 10
+    assert policy.rate_limit == (2.5, 10)
     assert policy.in_window(datetime(2026, 1, 5, 8, 0, tzinfo=UTC))  # a Monday
     assert not policy.in_window(datetime(2026, 1, 10, 9, 0, tzinfo=UTC))  # a Saturday
 
@@ -89,6 +91,10 @@ def test_every_field_loads_from_yaml_and_json() -> None:
         ({"trading_windows": [{"start": "10:00", "end": "11:00", "tz": "CET"}]}, "trading_windows"),
         ({"reduce_only": "yes"}, "reduce_only"),
         ({"orders_per_second": "1000000"}, "orders_per_second"),
+        ({"rate_limit": {"per_second": "5"}}, "rate_limit"),
+        ({"rate_limit": {"per_second": "0", "burst": 3}}, "rate_limit.per_second"),
+        ({"rate_limit": {"per_second": "5", "burst": 0}}, "rate_limit.burst"),
+        ({"rate_limit": {"per_second": 5, "burst": 3}}, "rate_limit.per_second"),
     ],
 )
 def test_an_invalid_document_is_refused_naming_the_field(document: dict[str, object], field: str) -> None:

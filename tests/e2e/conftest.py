@@ -175,6 +175,14 @@ def _configure(home: Path, port: int) -> None:
     text = text.replace("ban_after_failures = 10 ", "ban_after_failures = 10000 ")
     text = text.replace("key_lockout_after_failures = 20 ", "key_lockout_after_failures = 10000 ")
     text = text.replace("ip_requests_per_second = 100.0", "ip_requests_per_second = 1000.0")
+    text = text.replace("key_per_second = 20.0", "key_per_second = 500.0").replace(
+        "key_burst = 40", "key_burst = 1000"
+    )
+    text = text.replace("account_per_second = 50.0", "account_per_second = 500.0")
+    text = text.replace("account_burst = 100", "account_burst = 1000")
+    text = text.replace("ip_per_second = 50.0", "ip_per_second = 1000.0").replace(
+        "ip_burst = 100", "ip_burst = 2000"
+    )
     config.write_text(text)
 
 

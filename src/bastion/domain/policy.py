@@ -14,7 +14,8 @@ Field names are part of the public contract (docs/policies.md):
 ``scopes``, ``symbols``, ``sides``, ``order_types``, ``max_order_quantity``,
 ``max_order_notional``, ``max_open_orders``, ``max_position``, ``max_daily_notional``,
 ``max_daily_loss``, ``price_band_pct``, ``price_band_ticks``, ``orders_per_second``,
-``cancels_per_second``, ``max_order_to_trade_ratio``, ``trading_windows``, ``reduce_only``.
+``cancels_per_second``, ``max_order_to_trade_ratio``, ``trading_windows``, ``reduce_only``,
+``rate_limit`` (``{"per_second": "…", "burst": …}``: the key's request rate, issue 6).
 
 Scopes are the key's own (stored with the key); an account's ``scopes`` is a ceiling for
 all its keys.  There is no scope for withdrawals, transfers or account-security changes:
@@ -59,6 +60,13 @@ class TradingWindow(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     days: Annotated[list[Day], Meta(min_length=1, max_length=7)] | None = None
 
 
+class RateLimitRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A key's request rate: ``per_second`` (a decimal string) with a ``burst``."""
+
+    per_second: Dec
+    burst: Annotated[int, Meta(ge=1, le=1_000_000)]
+
+
 class PolicyDocument(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     """One level's policy, as written by an operator.  ``UNSET`` (absent): keep the stored
     value; ``None`` (``null``): remove it."""
@@ -84,6 +92,7 @@ class PolicyDocument(msgspec.Struct, forbid_unknown_fields=True, frozen=True, om
         UNSET
     )
     reduce_only: bool | UnsetType | None = UNSET
+    rate_limit: RateLimitRule | UnsetType | None = UNSET
 
 
 FIELDS: tuple[str, ...] = PolicyDocument.__struct_fields__
@@ -107,6 +116,8 @@ def _check(doc: PolicyDocument) -> None:
         rate = getattr(doc, name)
         if isinstance(rate, str) and Decimal(rate) > 100_000:
             raise PolicyError(f"`{name}` must be at most 100000")
+    if isinstance(doc.rate_limit, RateLimitRule) and not 0 < Decimal(doc.rate_limit.per_second) <= 100_000:
+        raise PolicyError("`rate_limit.per_second` must be greater than 0 and at most 100000")
     if isinstance(doc.trading_windows, list):
         for i, window in enumerate(doc.trading_windows):
             if window.start == window.end:
@@ -235,6 +246,7 @@ class EffectivePolicy:
     max_order_to_trade_ratio: Decimal | None = None
     trading_windows: tuple[Window, ...] | None = None
     reduce_only: bool = False
+    rate_limit: tuple[float, int] | None = None  # (per second, burst)
     # (account document version, key document version); 0 when a level has none
     versions: tuple[int, int] = (0, 0)
 
@@ -293,6 +305,9 @@ def effective(
             for w in windows
         ),
         reduce_only=bool(layered.get("reduce_only", False)),
+        rate_limit=None
+        if "rate_limit" not in layered
+        else (float(layered["rate_limit"].per_second), layered["rate_limit"].burst),
         versions=versions,
     )
 

@@ -2,9 +2,9 @@
 
 Stages run cheapest first so floods of bad requests are dropped before expensive work:
 
-    shield → firewall → authn → replay → authz → risk → forward
+    shield → firewall → authn → replay → ratelimit → authz → risk → forward
 
-(ARCHITECTURE §2 names the full chain; rate limiting and fraud join it in
+(ARCHITECTURE §2 names the full chain; fraud joins it in
 their own issues, in the places that order gives them.)  Every verdict, allowed or denied,
 is appended to the ledger before the caller gets an answer.  A stage that raises denies
 with ``INTERNAL_ERROR``: the gateway fails closed.
@@ -26,6 +26,7 @@ from bastion.pipeline.authz import Authorize
 from bastion.pipeline.context import RequestContext
 from bastion.pipeline.firewall import Firewall
 from bastion.pipeline.forward import Forward
+from bastion.pipeline.ratelimit import RateLimit
 from bastion.pipeline.replay import ReplayGuard
 from bastion.pipeline.risk import RiskCheck
 from bastion.pipeline.shield import Shield
@@ -34,7 +35,7 @@ from bastion.risk.engine import RiskEngine
 from bastion.state.policies import PolicyCache
 from bastion.state.trading import TradingStates
 
-STAGE_ORDER = ("shield", "firewall", "authn", "replay", "authz", "risk", "forward")
+STAGE_ORDER = ("shield", "firewall", "authn", "replay", "ratelimit", "authz", "risk", "forward")
 MAX_RECORDED_PATH = 512
 
 log = structlog.get_logger("bastion.pipeline")
@@ -60,6 +61,7 @@ def build_stages(
     policies: PolicyCache,
     trading_states: TradingStates,
     shield: Shield,
+    ratelimit: RateLimit,
     key_secrets: KeySecrets | None = None,
     key_usage: KeyUsage | None = None,
 ) -> tuple[Stage, ...]:
@@ -69,6 +71,7 @@ def build_stages(
         Firewall(),
         Authenticate(keys, clock, key_secrets, key_usage),
         ReplayGuard(nonces, clock, replay_window_seconds),
+        ratelimit,
         Authorize(orders, policies),
         RiskCheck(risk, policies, trading_states, orders, clock),
         Forward(orders, venue, ledger, clock, venue_timeout_seconds),
