@@ -30,6 +30,10 @@ Symbol = Annotated[str, Meta(pattern=SYMBOL_PATTERN, description="Instrument sym
 ClientOrderId = Annotated[
     str, Meta(pattern=CLIENT_ORDER_ID_PATTERN, description="Unique per account; makes retries idempotent")
 ]
+Label = Annotated[
+    str,
+    Meta(min_length=1, max_length=64, description="Free text (checked for injection), e.g. a strategy name"),
+]
 DecimalString = Annotated[
     str, Meta(pattern=DECIMAL_PATTERN, max_length=40, description="Non-negative decimal as a string")
 ]
@@ -43,6 +47,7 @@ class PlaceOrder(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     quantity: DecimalString
     price: DecimalString | None = None
     time_in_force: TimeInForce | None = None
+    label: Label | None = None
 
 
 class ListOrdersQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -79,6 +84,7 @@ class OrderView(msgspec.Struct, frozen=True):
     created_at: datetime
     updated_at: datetime
     fills: list[FillView]
+    label: str | None = None
 
 
 class OrdersView(msgspec.Struct, frozen=True):
@@ -239,6 +245,7 @@ def order_view(record: OrderRecord) -> OrderView:
         created_at=record.created_at,
         updated_at=snap.updated_at if snap else record.updated_at,
         fills=[FillView(_d(f.price), _d(f.quantity), f.time) for f in snap.fills] if snap else [],
+        label=req.label,
     )
 
 

@@ -30,6 +30,7 @@ from bastion.domain.policy import EMPTY, PolicyDocument, document_from, document
 from bastion.domain.principals import Principal, Scope
 from bastion.domain.trading import Level, TradingState
 from bastion.errors import BastionError, ConfigError, VenueRejected
+from bastion.injection import inspect_text
 from bastion.ledger.writer import LedgerWriter
 from bastion.pipeline.chain import Pipeline, Stage, build_stages
 from bastion.pipeline.ratelimit import RateLimit
@@ -313,6 +314,8 @@ class Services:
             raise ConfigError(f"no account {account!r}: create it with 'bastion accounts create'")
         if lifetime <= timedelta(0):
             raise ConfigError("a key's lifetime must be positive")
+        if label and (why := inspect_text(label)) is not None:
+            raise ConfigError(f"--label refused: {why}")
         now = self.clock.now()
         key_id = keyfmt.new_key_id()
         secret: str | None = None

@@ -123,3 +123,47 @@ async def test_routes_without_body_or_query_refuse_them() -> None:
     assert isinstance(verdict, Deny) and verdict.code is ErrorCode.BAD_REQUEST
     verdict, _ = await run(Req("get_account", query="x=1"))
     assert isinstance(verdict, Deny) and verdict.code is ErrorCode.BAD_REQUEST
+
+
+async def test_a_clean_label_rides_with_the_order_and_an_attack_is_refused() -> None:
+    verdict, ctx = await run(Req("place_order", order_body(label="O'Brien's grid #3 @ 0.5%")))
+    assert isinstance(verdict, Allow) and ctx.payload.label == "O'Brien's grid #3 @ 0.5%"  # type: ignore[attr-defined]
+    assert ctx.payload.fingerprint() == (await run(Req("place_order", order_body())))[1].payload.fingerprint()  # type: ignore[attr-defined]
+    for attack, why in (
+        ("x' UNION SELECT 1 --", "SQL"),
+        ("admin'--", "SQL"),
+        ("../../etc/passwd", "traversal"),
+    ):
+        verdict, _ = await run(Req("place_order", order_body(label=attack)))
+        assert isinstance(verdict, Deny) and verdict.code is ErrorCode.BAD_REQUEST and why in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({"host": ["a", "b"]}, "duplicate host"),
+        ({"content-length": ["10", "10"]}, "duplicate content-length"),
+        ({"content-type": ["application/json", "application/json"]}, "duplicate content-type"),
+        ({"transfer-encoding": ["chunked"], "content-length": ["5"]}, "both Content-Length"),
+        ({"transfer-encoding": ["gzip, chunked"]}, "transfer coding"),
+        ({"x-forwarded-for": ["1.2.3.4", "5.6.7.8"]}, "duplicate x-forwarded-for"),
+    ],
+)
+async def test_ambiguous_requests_are_refused(headers: dict[str, list[str]], why: str) -> None:
+    ctx = context(Req("get_account"), clock)
+    ctx.headers.update(headers)
+    verdict = await Firewall()(ctx)
+    assert isinstance(verdict, Deny) and verdict.code is ErrorCode.BAD_REQUEST and why in verdict.reason
+
+
+@pytest.mark.parametrize(
+    "path", ["//v1/account", "/v1/./account", "/v1/x/../account", "/v1/%61ccount", "/v1\\account"]
+)
+async def test_non_canonical_paths_name_nothing(path: str) -> None:
+    verdict, _ = await run(Req("get_account"), path=path)
+    assert isinstance(verdict, Deny) and verdict.code is ErrorCode.NOT_FOUND
+
+
+async def test_malformed_percent_encoding_in_a_query_is_refused() -> None:
+    verdict, _ = await run(Req("list_orders", query="symbol=%zz"))
+    assert isinstance(verdict, Deny) and "percent" in verdict.reason

@@ -51,9 +51,12 @@ class OrderRequest:
     quantity: Decimal
     price: Decimal | None
     time_in_force: TimeInForce
+    # Free text for the bot's own bookkeeping (a strategy name); not an economic parameter.
+    label: str | None = None
 
     def fingerprint(self) -> str:
-        """A digest of the economic parameters: equal for a retry, different for a changed order."""
+        """A digest of the economic parameters: equal for a retry, different for a changed order
+        (the label is not one of them)."""
         parts = (
             self.client_order_id,
             self.symbol,

@@ -1,8 +1,18 @@
-"""Firewall stage: the positive security model.
+"""Firewall stage: the positive security model, and protocol anomalies.
 
 Only declared routes reach the pipeline (the HTTP edge answers 404/405 for the rest).  Here
 every body must be JSON of the route's strict struct (unknown fields refused), every path
 parameter and query must match its pattern, and bodies have a size cap and a content type.
+Free-text fields (an order's ``label``) pass injection detection (``injection.py``).
+
+Before any of that, requests that parse in more than one way are refused (``400``):
+a header that must be single given twice (``Host``, ``Content-Length``, ``Content-Type``,
+``Transfer-Encoding``, ``X-Forwarded-For``/``-Proto``), ``Content-Length`` together with
+``Transfer-Encoding`` (the request-smuggling pattern), a transfer coding other than
+``chunked``, a path that is not canonical (``//``, dot segments, percent-encoding,
+backslashes; answered ``404`` like any path that names nothing) and malformed
+percent-encoding in the query.  Signature headers given twice
+are authentication failures and left to the authentication stage (one ``401`` for all).
 """
 
 from __future__ import annotations
@@ -17,10 +27,38 @@ from bastion.domain.money import parse_decimal
 from bastion.domain.orders import OrderRequest, OrderType, TimeInForce
 from bastion.domain.verdict import ALLOW, Deny, Verdict
 from bastion.errors import ErrorCode
+from bastion.injection import inspect_text
 from bastion.pipeline.context import RequestContext
 from bastion.schema import PlaceOrder
 
 _MAX_QUERY_FIELDS = 16
+_SINGLE_HEADERS: tuple[str, ...] = ("host", "content-length", "content-type", "transfer-encoding")
+_SINGLE_HEADERS += ("x-forwarded-for", "x-forwarded-proto")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def canonical(path: str) -> bool:
+    """No empty or dot segments, no percent-encoding, no backslashes."""
+    if "//" in path or "%" in path or "\\" in path:
+        return False
+    return "/./" not in path and "/../" not in path and not path.endswith(("/.", "/.."))
+
+
+def protocol_anomaly(ctx: RequestContext) -> str | None:
+    """Why the request is ambiguous at the HTTP level, or None."""
+    headers = ctx.headers
+    for name in _SINGLE_HEADERS:
+        if len(headers.get(name, ())) > 1:
+            return f"duplicate {name} header"
+    encoding = headers.get("transfer-encoding")
+    if encoding is not None:
+        if "content-length" in headers:
+            return "both Content-Length and Transfer-Encoding"
+        if encoding[0].strip().lower() != "chunked":
+            return "transfer coding other than chunked"
+    if _BAD_PERCENT.search(ctx.query):
+        return "malformed percent-encoding in the query"
+    return None
 
 
 def _deny(code: ErrorCode, reason: str) -> Deny:
@@ -56,6 +94,7 @@ def to_order_request(body: PlaceOrder) -> OrderRequest | str:
         quantity=parse_decimal(body.quantity),
         price=None if body.price is None else parse_decimal(body.price),
         time_in_force=tif,
+        label=body.label,
     )
 
 
@@ -73,6 +112,11 @@ class Firewall:
 
     async def __call__(self, ctx: RequestContext) -> Verdict:
         route = ctx.route
+        anomaly = protocol_anomaly(ctx)
+        if anomaly is not None:
+            return _deny(ErrorCode.BAD_REQUEST, anomaly)
+        if not canonical(ctx.path):  # names no resource: answered like a missing one
+            return _deny(ErrorCode.NOT_FOUND, "non-canonical path")
         if ctx.body_too_large:
             return _deny(ErrorCode.PAYLOAD_TOO_LARGE, "body over the size cap")
         for name, pattern in route.path_params.items():
@@ -110,6 +154,10 @@ class Firewall:
             return _deny(ErrorCode.BAD_REQUEST, f"body: {exc}")
         ctx.payload = body
         if isinstance(body, PlaceOrder):
+            if body.label is not None:
+                why = inspect_text(body.label)
+                if why is not None:
+                    return _deny(ErrorCode.BAD_REQUEST, f"label refused: {why}")
             order = to_order_request(body)
             if isinstance(order, str):
                 return _deny(ErrorCode.BAD_REQUEST, order)

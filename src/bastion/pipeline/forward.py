@@ -80,6 +80,8 @@ def _order_facts(record: OrderRecord) -> dict[str, object]:
         "price": None if req.price is None else format_decimal(req.price),
         "time_in_force": req.time_in_force.value,
     }
+    if req.label is not None:
+        facts["label"] = req.label
     return facts
 
 
