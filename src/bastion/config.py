@@ -66,7 +66,7 @@ class ShieldSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             (1_024 <= self.max_header_bytes <= 1_048_576, "max_header_bytes must be 1 KiB..1 MiB"),
             (256 <= self.max_url_bytes <= 65_536, "max_url_bytes must be 256..65536"),
             (0 < self.ip_requests_per_second <= 1_000_000, "ip_requests_per_second must be positive"),
-            (1 <= self.ip_burst <= 10_000_000, "ip_burst must be at least 1"),
+            (1 <= self.ip_burst <= 10_000_000, "ip_burst must be 1..10000000"),
             (8 <= self.max_in_flight <= 100_000, "max_in_flight must be 8..100000"),
             (1 <= self.ban_after_failures <= 10_000, "ban_after_failures must be 1..10000"),
             (1 <= self.key_lockout_after_failures <= 10_000, "key_lockout_after_failures must be 1..10000"),
