@@ -90,6 +90,7 @@ def run(
         server_header=False,
         proxy_headers=False,
         timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,  # then open connections are closed: a stop never hangs
         ssl_certfile=None if insecure_http else str(cert),
         ssl_keyfile=None if insecure_http else str(key),
     )
