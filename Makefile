@@ -41,6 +41,8 @@ test: lint typecheck unit
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/flood.py --check --check-latency
+	$(BIN)/python bench/firewall.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

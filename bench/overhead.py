@@ -46,7 +46,19 @@ BENCH_POLICY = {
     "price_band_pct": "10",
     "orders_per_second": "100000",
     "max_order_to_trade_ratio": "100",
+    "rate_limit": {"per_second": "100000", "burst": 100000},
 }
+# One client address sends everything: the per-address and per-account limits are raised to
+# what a busy installation would set, so the stages run but never refuse.
+BENCH_SETTINGS = (
+    ("ip_requests_per_second = 100.0", "ip_requests_per_second = 1000000.0"),
+    ("ip_burst = 200\n", "ip_burst = 1000000\n"),
+    ("max_in_flight = 256", "max_in_flight = 100000"),
+    ("account_per_second = 50.0", "account_per_second = 1000000.0"),
+    ("account_burst = 100\n", "account_burst = 1000000\n"),
+    ("ip_per_second = 50.0", "ip_per_second = 1000000.0"),
+    ("ip_burst = 100\n", "ip_burst = 1000000\n"),
+)
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -87,11 +99,14 @@ def start(mode: str, root: Path) -> Server:
     home = root / mode
     bastion(home, "init")
     config = home / "bastion.toml"
-    config.write_text(
+    text = (
         config.read_text()
         .replace("replay_window_seconds = 5", "replay_window_seconds = 60")
         .replace('level = "info"', 'level = "warning"')
     )
+    for old, new in BENCH_SETTINGS:
+        text = text.replace(old, new)
+    config.write_text(text)
     bastion(home, "accounts", "create", "bench")
     # Limits the bench never reaches, so the risk stage does all of its work on every order.
     policy = root / f"{mode}.policy.json"
