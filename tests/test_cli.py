@@ -222,3 +222,24 @@ def test_init_seals_the_master_key_under_a_passphrase(
     code, out = run("keys", "list", "--home", str(home))
     assert code == 2
     assert "BASTION_MASTER_PASSPHRASE" in out
+
+
+def test_key_labels_are_free_text_checked_for_injection(home: Path) -> None:
+    assert run("accounts", "create", "labels", "--home", str(home))[0] == 0
+    for label in ("x; rm -rf /", "<script>alert(1)</script>", "admin'--", "../../etc/passwd"):
+        code, out = run(
+            "keys", "create", "--account", "labels", "--generate", "--label", label, "--home", str(home)
+        )
+        assert code == 2 and "--label refused" in out
+    code, out = run(
+        "keys",
+        "create",
+        "--account",
+        "labels",
+        "--generate",
+        "--label",
+        "O'Brien's grid #3",
+        "--home",
+        str(home),
+    )
+    assert code == 0, out
