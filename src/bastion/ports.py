@@ -136,6 +136,11 @@ class Ledger(Protocol):
         acknowledges anything that depends on it.  Entries queued back to back share a commit."""
         ...
 
+    async def receipt(self, index: int) -> dict[str, object] | None:
+        """A receipt for durable entry ``index``: its leaf hash and a signed tree head that
+        includes it (``ledger/heads.py``); None when this ledger does not sign heads."""
+        ...
+
 
 class Venue(Protocol):
     """A trading venue seen through Bastion's domain types.  Adapters convert wire formats
@@ -197,6 +202,7 @@ class PendingEntry:
     data: Mapping[str, object]
     time_us: int
     index: int = field(default=-1)
+    leaf: bytes = b""  # its Merkle leaf hash, set when written
     write: RowWrite | None = None
     # Set when ``write`` raised RowConflict (it wrote nothing): the entry is skipped, its caller gets this.
     error: Exception | None = None

@@ -85,6 +85,25 @@ class OrderView(msgspec.Struct, frozen=True):
     updated_at: datetime
     fills: list[FillView]
     label: str | None = None
+    receipt: ReceiptView | None = None
+
+
+class TreeHeadView(msgspec.Struct, frozen=True):
+    tree_size: int
+    root_hash: str
+    timestamp: int
+    signature: str
+    key_version: int
+
+
+class ReceiptView(msgspec.Struct, frozen=True):
+    """The ledger entry that records this request: its index, its leaf hash and a tree head,
+    signed by Bastion, that includes it (verify with the ledger's public key and an inclusion
+    proof: docs/ledger.md)."""
+
+    index: int
+    leaf_hash: str
+    tree_head: TreeHeadView
 
 
 class OrdersView(msgspec.Struct, frozen=True):
@@ -225,7 +244,7 @@ ROUTES: tuple[RouteSpec, ...] = (
 _d = format_decimal
 
 
-def order_view(record: OrderRecord) -> OrderView:
+def order_view(record: OrderRecord, receipt: dict[str, object] | None = None) -> OrderView:
     req = record.request
     snap = record.snapshot
     status = snap.status.value if snap is not None else record.status
@@ -246,6 +265,7 @@ def order_view(record: OrderRecord) -> OrderView:
         updated_at=snap.updated_at if snap else record.updated_at,
         fills=[FillView(_d(f.price), _d(f.quantity), f.time) for f in snap.fills] if snap else [],
         label=req.label,
+        receipt=None if receipt is None else msgspec.convert(receipt, ReceiptView),
     )
 
 

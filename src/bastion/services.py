@@ -31,6 +31,7 @@ from bastion.domain.principals import Principal, Scope
 from bastion.domain.trading import Level, TradingState
 from bastion.errors import BastionError, ConfigError, VenueRejected
 from bastion.injection import inspect_text
+from bastion.ledger.signer import load_signer
 from bastion.ledger.writer import LedgerWriter
 from bastion.pipeline.chain import Pipeline, Stage, build_stages
 from bastion.pipeline.ratelimit import RateLimit
@@ -188,6 +189,8 @@ class Services:
 
     async def start(self) -> None:
         await self.db.start()
+        # the ledger signs its tree heads with a key the vault keeps sealed
+        self.ledger.signer = await load_signer(self.ledger_store, self.key_secrets.ring, self.clock.now())
         await self.ledger.start()
         await self.key_usage.start()
         await self.venue.start()

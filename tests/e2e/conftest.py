@@ -72,6 +72,8 @@ class Gateway:
     process: subprocess.Popen[bytes]
     responses: list[bytes] = field(default_factory=list)
     sent_signatures: list[str] = field(default_factory=list)
+    # For each sent signature: was it HMAC (never evidence, never stored) or Ed25519?
+    sent_hmac: list[bool] = field(default_factory=list)
     other_secrets: dict[str, bytes] = field(default_factory=dict)
 
     @property
@@ -139,6 +141,7 @@ class Gateway:
             nonce=nonce,
         )
         self.sent_signatures.append(headers["signature"])
+        self.sent_hmac.append(key.secret is not None)
         if body:
             headers["content-type"] = "application/json"
         return headers

@@ -1,6 +1,8 @@
 """Acceptance: after an end-to-end run with Ed25519 and HMAC keys and a venue credential, no
 private key, HMAC secret, venue credential, master key or full signature is in the logs, the
-database (with its WAL) or any response, raw, hex or base64.  Runs last in this package."""
+database (with its WAL) or any response, raw, hex or base64.  The one exception, on purpose:
+Ed25519 request signatures are kept in the ledger's entries as evidence (non-repudiation,
+issue 7); they are still never in a log or a response.  Runs last in this package."""
 
 from __future__ import annotations
 
@@ -63,11 +65,15 @@ def test_no_secret_leaks_anywhere(gateway: Gateway) -> None:
         for keyfile in sorted((gateway.home / "vault").glob("master-*.key")):
             secrets[f"vault {keyfile.name}"] = forms(keyfile.read_bytes())
         assert db.execute("SELECT count(*) FROM venue_credentials").fetchone()[0] == 1
-    for n, header in enumerate(gateway.sent_signatures):
+    evidence: set[str] = set()  # Ed25519 signatures: kept in the ledger on purpose (issue 7)
+    for n, (header, hmac) in enumerate(zip(gateway.sent_signatures, gateway.sent_hmac, strict=True)):
         value = re.search(r":([A-Za-z0-9+/=]+):", header)
         assert value is not None
         signature = base64.b64decode(value.group(1))
         secrets[f"signature {n}"] = forms(signature)
+        if not hmac:
+            evidence.add(f"signature {n}")
+    assert evidence and len(evidence) < len(gateway.sent_signatures)  # both kinds were sent
     assert len(secrets) > 20
 
     haystacks: dict[str, bytes] = {f"response {i}": r for i, r in enumerate(gateway.responses)}
@@ -88,6 +94,6 @@ def test_no_secret_leaks_anywhere(gateway: Gateway) -> None:
         for secret_name, variants in secrets.items()
         for where, data in haystacks.items()
         for variant in variants
-        if variant and variant in data
+        if variant and variant in data and not (secret_name in evidence and "bastion.db" in where)
     ]
     assert leaks == []

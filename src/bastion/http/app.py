@@ -104,9 +104,9 @@ def error_response(
     return response
 
 
-def _present(route: RouteSpec, result: object) -> object:
+def _present(route: RouteSpec, result: object, receipt: dict[str, object] | None = None) -> object:
     if isinstance(result, OrderRecord):
-        return order_view(result)
+        return order_view(result, receipt)
     if route.name == "list_orders" and isinstance(result, list):
         return OrdersView([order_view(r) for r in result if isinstance(r, OrderRecord)])
     if route.name == "get_account" and isinstance(result, tuple):
@@ -235,7 +235,7 @@ def create_app(
 
     def _respond(ctx: RequestContext, verdict: Verdict) -> Response:
         if isinstance(verdict, Allow):
-            response = json_response(_present(ctx.route, ctx.result), ctx.status, ctx.request_id)
+            response = json_response(_present(ctx.route, ctx.result, ctx.receipt), ctx.status, ctx.request_id)
         elif isinstance(verdict, Deny):
             response = error_response(
                 verdict.code, ctx.request_id, verdict.public_reason, verdict.retry_after

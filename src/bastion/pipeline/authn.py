@@ -98,6 +98,7 @@ class Authenticate:
             base = httpsig.signature_base(parsed.components, parsed.params_text, ctx.view())
             if key.alg == httpsig.ED25519:
                 httpsig.verify_ed25519(_ed25519(key.public_key), base, parsed.signature)
+                ctx.signature_base = base  # non-repudiation: what the key signed, for the ledger
             elif key.alg == httpsig.HMAC_SHA256 and self._secrets is not None:
                 try:
                     secret = self._secrets.open_key_secret(key)

@@ -13,6 +13,7 @@ with ``INTERNAL_ERROR``: the gateway fails closed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 from collections.abc import Sequence
 from typing import ClassVar, Protocol
@@ -35,6 +36,7 @@ from bastion.risk.engine import RiskEngine
 from bastion.state.policies import PolicyCache
 from bastion.state.trading import TradingStates
 
+_RECEIPTED = frozenset({"place_order", "cancel_order"})
 STAGE_ORDER = ("shield", "firewall", "authn", "replay", "ratelimit", "authz", "risk", "forward")
 MAX_RECORDED_PATH = 512
 
@@ -117,7 +119,12 @@ class Pipeline:
         # The request's entry joins any writes the stages queued; one commit usually takes them all,
         # and nothing is answered until every one of them is durable.
         entry = self._ledger.enqueue("request", self._entry(ctx, verdict))
-        await asyncio.gather(*ctx.pending, entry)
+        written = await asyncio.gather(*ctx.pending, entry)
+        if isinstance(verdict, Allow) and ctx.route.name in _RECEIPTED:
+            try:
+                ctx.receipt = await self._ledger.receipt(written[-1])
+            except Exception:  # the order stands and is recorded; a retry returns it with a receipt
+                log.exception("receipt_failed", request_id=ctx.request_id)
         return verdict
 
     @staticmethod
@@ -137,11 +144,18 @@ class Pipeline:
         if principal is None and signature is not None:
             entry["claimed_key_id"] = signature.keyid[:64]
         if signature is not None:
-            entry["signature"] = {
+            recorded: dict[str, object] = {
                 "created": signature.created,
                 "nonce": signature.nonce,
                 "components": list(signature.components),
             }
+            if ctx.signature_base is not None and principal is not None:
+                # Non-repudiation (issue 7): the exact base an Ed25519 key signed, and its
+                # signature; anyone with the key's public half can check it, the key's owner
+                # cannot deny it.  (An HMAC signature proves nothing Bastion could not forge.)
+                recorded["base"] = base64.b64encode(ctx.signature_base).decode()
+                recorded["value"] = base64.b64encode(signature.signature).decode()
+            entry["signature"] = recorded
         if isinstance(verdict, Allow):
             entry["verdict"] = "allow"
             entry["status"] = ctx.status

@@ -42,6 +42,10 @@ class RequestContext:
     pending: list[Awaitable[int]] = field(default_factory=list)
     # Called with the final verdict once every stage has run (a stage's clean-up, e.g. a risk reservation).
     finalizers: list[Callable[[Verdict], None]] = field(default_factory=list)
+    # Ed25519 requests: the RFC 9421 signature base that was verified (kept in the ledger as evidence).
+    signature_base: bytes | None = None
+    # Order answers: the ledger receipt of the request's entry (ledger/heads.py).
+    receipt: dict[str, object] | None = None
     # Headers a stage adds to the answer (rate-limit state, for example).
     response_headers: dict[str, str] = field(default_factory=dict)
 

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Mapping, Sequence
 
 from bastion.errors import LedgerError
 from bastion.ledger.chain import GENESIS, make_entry
+from bastion.ledger.heads import SignedTreeHead
+from bastion.ledger.merkle import MemoryTree
 from bastion.ports import KeyRecord, LedgerRow, OrderRecord, PendingEntry, RowConflict, RowWrite
 
 
@@ -55,6 +57,9 @@ class MemoryLedger:
 
     def kinds(self) -> list[str]:
         return [kind for kind, _ in self.entries]
+
+    async def receipt(self, index: int) -> dict[str, object] | None:
+        return None
 
 
 class MemoryOrderStore:
@@ -104,12 +109,26 @@ class MemoryOrderStore:
 
 
 class MemoryLedgerStore:
-    """The ledger writer's store port, in memory."""
+    """The ledger writer's store port, in memory, with its Merkle tree."""
 
     def __init__(self) -> None:
         self.rows: list[LedgerRow] = []
         self.batches: list[int] = []
         self.fail_next = False
+        self.tree = MemoryTree()
+        self.heads: list[SignedTreeHead] = []
+
+    def tree_head(self) -> tuple[int, bytes] | None:
+        return (self.tree.size, self.tree.range.root()) if self.rows else None
+
+    async def current_tree(self) -> tuple[int, bytes]:
+        return self.tree.size, self.tree.range.root()
+
+    async def entry(self, index: int) -> LedgerRow | None:
+        return self.rows[index] if 0 <= index < len(self.rows) else None
+
+    async def save_head(self, head: SignedTreeHead) -> None:
+        self.heads.append(head)
 
     async def append_batch(self, entries: Sequence[PendingEntry]) -> None:
         if self.fail_next:
@@ -126,6 +145,8 @@ class MemoryLedgerStore:
                     continue
             row = make_entry(len(self.rows), prev, entry.kind, entry.time_us, entry.data)
             self.rows.append(row)
+            self.tree.append(row.body)
             entry.index = row.index
+            entry.leaf = self.tree.node(0, row.index)
             prev = row.hash
         self.batches.append(len(entries))

@@ -23,6 +23,8 @@ from bastion.domain.orders import OrderRequest, VenueOrder
 from bastion.domain.principals import Scope
 from bastion.errors import LedgerError
 from bastion.ledger.chain import GENESIS, make_entry
+from bastion.ledger.heads import SignedTreeHead
+from bastion.ledger.merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash, root_of
 from bastion.ports import (
     KeyRecord,
     Ledger,
@@ -38,6 +40,9 @@ from bastion.store.tables import (
     accounts,
     api_keys,
     ledger_entries,
+    ledger_heads,
+    ledger_keys,
+    ledger_nodes,
     orders,
     paper_balances,
     paper_orders,
@@ -115,11 +120,20 @@ _SQL_UPDATE_ORDER = (
 )
 _SQL_LEDGER_HEAD = "SELECT idx, hash FROM ledger_entries ORDER BY idx DESC LIMIT 1"
 _SQL_INSERT_LEDGER = "INSERT INTO ledger_entries (idx, body, hash) VALUES (?, ?, ?)"
+_SQL_NODE = "SELECT hash FROM ledger_nodes WHERE level = ? AND idx = ?"
+_SQL_INSERT_NODES = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
+_NODE = select(ledger_nodes.c.hash).where(
+    ledger_nodes.c.level == bindparam("b_level"), ledger_nodes.c.idx == bindparam("b_idx")
+)
 
 # INSERT ... ON CONFLICT DO NOTHING: a taken client order id writes nothing (rowcount 0).
 _INSERT_ORDER_OR_SKIP = {
     "sqlite": sqlite_insert(orders).on_conflict_do_nothing(),
     "postgresql": postgresql_insert(orders).on_conflict_do_nothing(),
+}
+_INSERT_HEAD_OR_SKIP = {
+    "sqlite": sqlite_insert(ledger_heads).on_conflict_do_nothing(),
+    "postgresql": postgresql_insert(ledger_heads).on_conflict_do_nothing(),
 }
 _INSERT_POLICY_OR_SKIP = {
     "sqlite": sqlite_insert(policy_versions).on_conflict_do_nothing(),
@@ -520,8 +534,33 @@ def _stored_bytes(value: object) -> bytes:
     return str(value).encode()
 
 
+class _Nodes:
+    """The Merkle tree's stored perfect-subtree hashes, read on one connection."""
+
+    def __init__(self, db: Database, conn: Connection) -> None:
+        self._raw = db.sqlite(conn)
+        self._conn = conn
+
+    def node(self, level: int, index: int) -> bytes:
+        if self._raw is not None:
+            found = self._raw.execute(_SQL_NODE, (level, index)).fetchone()
+        else:
+            found = self._conn.execute(_NODE, {"b_level": level, "b_idx": index}).first()
+        if found is None:
+            raise LedgerError(f"ledger tree node {level}/{index} is missing")
+        return _stored_bytes(found[0])
+
+
+@dataclass
+class _Head:
+    next_index: int
+    prev: bytes
+    tree: CompactRange
+
+
 class SqlLedgerStore:
-    """Chains and writes batches after the head, in one transaction.  The head is cached;
+    """Chains and writes batches after the head, in one transaction, with the Merkle tree's new
+    nodes (RFC 9162; ``ledger/merkle.py``).  The head (and the tree's compact range) is cached;
     several processes may write (the server and the CLI), and a batch that finds its index
     taken (a primary-key conflict) is rolled back whole, re-chained on the stored head and
     retried, its row writes with it."""
@@ -529,11 +568,21 @@ class SqlLedgerStore:
     def __init__(self, db: Database, attempts: int = 20) -> None:
         self._db = db
         self._attempts = attempts
-        self._head: tuple[int, bytes] | None = None  # (next index, last hash)
+        self._head: _Head | None = None
 
-    def _append(
-        self, conn: Connection, entries: Sequence[PendingEntry]
-    ) -> tuple[list[LedgerRow], tuple[int, bytes]]:
+    def _load_head(self, conn: Connection) -> _Head:
+        raw = self._db.sqlite(conn)
+        stored = (
+            raw.execute(_SQL_LEDGER_HEAD).fetchone()
+            if raw is not None
+            else conn.execute(_LEDGER_HEAD).first()
+        )
+        if stored is None:
+            return _Head(0, GENESIS, CompactRange())
+        size = int(stored[0]) + 1
+        return _Head(size, _stored_bytes(stored[1]), CompactRange.load(_Nodes(self._db, conn), size))
+
+    def _append(self, conn: Connection, entries: Sequence[PendingEntry]) -> tuple[list[LedgerRow], _Head]:
         for entry in entries:
             entry.error = None
             if entry.write is not None:
@@ -543,25 +592,27 @@ class SqlLedgerStore:
                     entry.error = exc
         raw = self._db.sqlite(conn)
         if self._head is None:
-            stored = (
-                raw.execute(_SQL_LEDGER_HEAD).fetchone()
-                if raw is not None
-                else conn.execute(_LEDGER_HEAD).first()
-            )
-            self._head = (0, GENESIS) if stored is None else (stored[0] + 1, bytes(stored[1]))
-        index, prev = self._head
+            self._head = self._load_head(conn)
+        index, prev = self._head.next_index, self._head.prev
+        tree = CompactRange(self._head.tree.size, list(self._head.tree.peaks))  # kept only if this commits
         rows: list[LedgerRow] = []
+        nodes: list[tuple[int, int, bytes]] = []
         for entry in entries:
             if entry.error is not None:
                 continue
             row = make_entry(index, prev, entry.kind, entry.time_us, entry.data)
             rows.append(row)
+            made = tree.append(leaf_hash(row.body))
+            entry.leaf = made[0][2]
+            nodes += made
             prev, index = row.hash, index + 1
         if rows and raw is not None:
             raw.executemany(_SQL_INSERT_LEDGER, [(r.index, r.body, r.hash) for r in rows])
+            raw.executemany(_SQL_INSERT_NODES, nodes)
         elif rows:
             conn.execute(_INSERT_LEDGER, [{"idx": r.index, "body": r.body, "hash": r.hash} for r in rows])
-        return rows, (index, prev)
+            conn.execute(insert(ledger_nodes), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in nodes])
+        return rows, _Head(index, prev, tree)
 
     async def append_batch(self, entries: Sequence[PendingEntry]) -> None:
         for attempt in range(self._attempts):
@@ -581,6 +632,85 @@ class SqlLedgerStore:
             return
         self._head = None
         raise LedgerError("could not append to the ledger: the database stayed busy")
+
+    def tree_head(self) -> tuple[int, bytes] | None:
+        """(tree size, root hash) as of this process's last commit, or None before any."""
+        if self._head is None:
+            return None
+        return self._head.tree.size, self._head.tree.root()
+
+    async def current_tree(self) -> tuple[int, bytes]:
+        """(tree size, root hash) as stored now."""
+
+        def run(conn: Connection) -> tuple[int, bytes]:
+            head = self._load_head(conn)
+            return head.tree.size, head.tree.root()
+
+        return await self._db.read(run)
+
+    async def root(self, size: int) -> bytes:
+        return await self._db.read(lambda conn: root_of(_Nodes(self._db, conn), size))
+
+    async def inclusion(self, index: int, size: int) -> list[bytes]:
+        return await self._db.read(lambda conn: inclusion_proof(_Nodes(self._db, conn), index, size))
+
+    async def consistency(self, first: int, second: int) -> list[bytes]:
+        return await self._db.read(lambda conn: consistency_proof(_Nodes(self._db, conn), first, second))
+
+    async def entry(self, index: int) -> LedgerRow | None:
+        query = select(ledger_entries).where(ledger_entries.c.idx == index)
+
+        def run(conn: Connection) -> LedgerRow | None:
+            r = conn.execute(query).first()
+            return None if r is None else LedgerRow(r.idx, _stored_bytes(r.body), _stored_bytes(r.hash))
+
+        return await self._db.read(run)
+
+    # -- signed tree heads and the ledger's key ---------------------------------------------
+    async def save_head(self, head: SignedTreeHead) -> None:
+        values = {
+            "tree_size": head.tree_size,
+            "root_hash": head.root_hash,
+            "timestamp_us": head.timestamp_us,
+            "signature": head.signature,
+            "key_version": head.key_version,
+        }
+        await self._db.write(lambda conn: conn.execute(_INSERT_HEAD_OR_SKIP[conn.dialect.name], values))
+
+    async def heads(self) -> list[SignedTreeHead]:
+        query = select(ledger_heads).order_by(ledger_heads.c.tree_size)
+        return await self._db.read(
+            lambda conn: [
+                SignedTreeHead(
+                    int(r.tree_size),
+                    _stored_bytes(r.root_hash),
+                    int(r.timestamp_us),
+                    _stored_bytes(r.signature),
+                    int(r.key_version),
+                )
+                for r in conn.execute(query)
+            ]
+        )
+
+    async def ledger_keys(self) -> list[tuple[int, bytes, bytes]]:
+        """(version, raw Ed25519 public key, sealed private key), oldest first."""
+        query = select(ledger_keys).order_by(ledger_keys.c.version)
+        return await self._db.read(
+            lambda conn: [
+                (int(r.version), _stored_bytes(r.public_key), _stored_bytes(r.sealed_private))
+                for r in conn.execute(query)
+            ]
+        )
+
+    async def add_ledger_key(self, version: int, public: bytes, sealed: bytes, now: datetime) -> bool:
+        """False (nothing written) when that version exists already (another process made it)."""
+        values = {"version": version, "public_key": public, "sealed_private": sealed}
+        values["created_us"] = to_us(now)
+        try:
+            await self._db.write(lambda conn: conn.execute(insert(ledger_keys).values(**values)))
+        except IntegrityError:
+            return False
+        return True
 
     async def rows(self, chunk: int = 5000) -> AsyncIterator[LedgerRow]:
         start = 0
@@ -657,6 +787,11 @@ class SqlCredentialStore:
         return await self._db.read(run)
 
 
+def ledger_key_context(version: int) -> SealContext:
+    """What the ledger's signing key is sealed to (no account: it is the installation's)."""
+    return SealContext("", f"ledger-key-{version}", "ledger-signing-key")
+
+
 class SqlSealedRows:
     """Every value the vault sealed, for master-key rotation (``vault.rotation.SealedRows``)."""
 
@@ -693,6 +828,12 @@ class SqlSealedRows:
                 )
                 for r in conn.execute(creds)
             ]
+            rows += [
+                SealedRow(
+                    "ledger_keys", str(r.version), ledger_key_context(int(r.version)), bytes(r.sealed_private)
+                )
+                for r in conn.execute(select(ledger_keys.c.version, ledger_keys.c.sealed_private))
+            ]
             return rows
 
         return await self._db.read(run)
@@ -703,6 +844,12 @@ class SqlSealedRows:
                 update(api_keys)
                 .where(api_keys.c.key_id == row.row_id, api_keys.c.secret_sealed == row.sealed)
                 .values(secret_sealed=new)
+            )
+        elif row.table == "ledger_keys":
+            statement = (
+                update(ledger_keys)
+                .where(ledger_keys.c.version == int(row.row_id), ledger_keys.c.sealed_private == row.sealed)
+                .values(sealed_private=new)
             )
         else:
             statement = (

@@ -128,3 +128,33 @@ trading_states = Table(
     Column("updated_us", BigInteger, nullable=False),
     Column("actor", String(128), nullable=False),
 )
+
+# The ledger's Merkle tree (RFC 9162): the hash of every perfect subtree, leaves at level 0.
+ledger_nodes = Table(
+    "ledger_nodes",
+    metadata,
+    Column("level", BigInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+
+# Signed tree heads, as published.
+ledger_heads = Table(
+    "ledger_heads",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary, nullable=False),
+    Column("timestamp_us", BigInteger, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("key_version", BigInteger, nullable=False),
+)
+
+# The ledger's Ed25519 signing keys: the private key sealed by the vault.
+ledger_keys = Table(
+    "ledger_keys",
+    metadata,
+    Column("version", BigInteger, primary_key=True, autoincrement=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("sealed_private", LargeBinary, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+)
