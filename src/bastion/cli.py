@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from bastion import __version__, control
 from bastion.clock import SystemClock
@@ -29,7 +30,8 @@ from bastion.domain.policy import PolicyDocument, document_from, parse_document
 from bastion.domain.principals import parse_scopes
 from bastion.domain.trading import Level, TradingState
 from bastion.errors import BastionError, ConfigError, LedgerCorrupt
-from bastion.ledger.chain import verify as verify_chain
+from bastion.ledger.signer import LedgerSigner, public_keys
+from bastion.ledger.verify import Verified, read_export, verify_ledger, write_export
 from bastion.ports import KeyRecord, LedgerRow
 from bastion.services import PASSPHRASE_ENV, VAULT_DIR, Services, database_url
 from bastion.store.db import Database, migrate
@@ -786,22 +788,43 @@ async def _states(services: Services) -> list[tuple[Level, str, TradingState]]:
 
 
 @ledger_app.command("verify")
-def ledger_verify(home: Home = None, as_json: Json = False) -> None:
-    """Check the ledger from its first entry; exit 1 naming the first bad entry."""
-
+def ledger_verify(
+    home: Home = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Verify this export offline instead")
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="With --export: the ledger's public key (PEM)")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Check the ledger from its first entry to its signed heads: the hash chain, the RFC 9162
+    tree's root at every signed head, and each head's signature.  Exit 1 naming the first bad
+    entry (edited, deleted, reordered, truncated or forked).  With --export and --public-key,
+    offline: nothing but that file and that key."""
     path = _home(home)
 
-    async def run() -> tuple[int, bytes]:
+    async def online() -> Verified:
         # Only the database: verifying needs no master key, no venue, nothing secret.
         db = Database(database_url(path, load_settings(path)))
         try:
-            rows: list[LedgerRow] = [row async for row in SqlLedgerStore(db).rows()]
+            store = SqlLedgerStore(db)
+            rows: list[LedgerRow] = [row async for row in store.rows()]
+            return verify_ledger(rows, await store.heads(), await public_keys(store))
         finally:
             await db.close()
-        return verify_chain(rows)
 
     try:
-        count, head = asyncio.run(run())
+        if export is not None:
+            if public_key is None:
+                _fail("--export needs --public-key (the ledger's, from 'bastion ledger public-key')", as_json)
+            key = load_pem_public_key(public_key.read_bytes())
+            if not isinstance(key, Ed25519PublicKey):
+                _fail("the public key is not an Ed25519 key", as_json)
+            rows, heads = read_export(export)
+            result = verify_ledger(rows, heads, {h.key_version: key for h in heads})
+        else:
+            result = asyncio.run(online())
     except LedgerCorrupt as exc:
         _emit(
             as_json,
@@ -809,10 +832,58 @@ def ledger_verify(home: Home = None, as_json: Json = False) -> None:
             f"ledger verification FAILED at entry {exc.index}: {exc.why}",
         )
         raise typer.Exit(1) from None
-    except BastionError as exc:
+    except (BastionError, OSError, ValueError) as exc:
         _fail(str(exc), as_json)
-    _emit(
-        as_json,
-        {"ok": True, "entries": count, "head": head.hex()},
-        f"ledger OK: {count} entries, head {head.hex()}",
+    data = {
+        "ok": True,
+        "entries": result.entries,
+        "head": result.chain_head.hex(),
+        "root_hash": result.root.hex(),
+        "signed_heads": result.heads,
+        "signed_size": result.signed_size,
+        "unsigned_tail": result.unsigned_tail,
+    }
+    tail = (
+        f"; {result.unsigned_tail} newer entries not yet under a signed head" if result.unsigned_tail else ""
     )
+    text = (
+        f"ledger OK: {result.entries} entries, root {result.root.hex()}, {result.heads} signed heads verified"
+    )
+    _emit(as_json, data, text + tail)
+
+
+@ledger_app.command("export")
+def ledger_export(
+    out: Annotated[Path, typer.Option("--out", help="File to write (JSON lines)")],
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Write every entry and signed head to a file that verifies offline with the public key."""
+    path = _home(home)
+
+    async def run(services: Services) -> int:
+        await services.ledger.publish()  # so the export ends with a head over every entry
+        rows = [row async for row in services.ledger_store.rows()]
+        return write_export(out, rows, await services.ledger_store.heads())
+
+    try:
+        count = _with_services(path, run)
+    except (BastionError, OSError) as exc:
+        _fail(str(exc), as_json)
+    _emit(as_json, {"out": str(out), "entries": count}, f"exported {count} entries to {out}")
+
+
+@ledger_app.command("public-key")
+def ledger_public_key(home: Home = None) -> None:
+    """Print the ledger's signing public key (PEM): what auditors verify heads and receipts with."""
+
+    async def run(services: Services) -> bytes:
+        signer = services.ledger.signer
+        if not isinstance(signer, LedgerSigner):
+            raise ConfigError("the ledger has no signing key")
+        return signer.public_pem()
+
+    try:
+        typer.echo(_with_services(_home(home), run).decode(), nl=False)
+    except BastionError as exc:
+        _fail(str(exc), False)

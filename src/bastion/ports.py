@@ -174,6 +174,16 @@ class MarketData(Protocol):
         ...
 
 
+class LedgerProofs(Protocol):
+    """The ledger's signed head and proofs (``ledger/service.py``)."""
+
+    async def head(self) -> Any: ...
+
+    async def proof(self, index: int, tree_size: int) -> tuple[LedgerRow, bytes, list[bytes]] | None: ...
+
+    async def consistency(self, first: int, second: int) -> list[bytes] | None: ...
+
+
 OrderListener = Callable[[str, VenueOrder], None]
 """Called with (account, order) each time the venue reports a change of one of its orders."""
 

@@ -56,6 +56,15 @@ class ListOrdersQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     limit: Annotated[int, Meta(ge=1, le=500)] = 100
 
 
+class ProofQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    tree_size: Annotated[int, Meta(ge=1, le=2**62)]
+
+
+class ConsistencyQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    first: Annotated[int, Meta(ge=1, le=2**62)]
+    second: Annotated[int, Meta(ge=1, le=2**62)]
+
+
 class FillView(msgspec.Struct, frozen=True):
     price: str
     quantity: str
@@ -104,6 +113,20 @@ class ReceiptView(msgspec.Struct, frozen=True):
     index: int
     leaf_hash: str
     tree_head: TreeHeadView
+
+
+class InclusionProofView(msgspec.Struct, frozen=True):
+    index: int
+    tree_size: int
+    leaf_hash: str
+    proof: list[str]
+    entry: str  # the entry's bytes, base64: its leaf hash is SHA-256(0x00 || entry)
+
+
+class ConsistencyProofView(msgspec.Struct, frozen=True):
+    first: int
+    second: int
+    proof: list[str]
 
 
 class OrdersView(msgspec.Struct, frozen=True):
@@ -179,6 +202,7 @@ class RouteSpec:
 
 
 _ID = {"id": ORDER_ID_PATTERN}
+ENTRY_INDEX_PATTERN = r"^(0|[1-9][0-9]{0,17})$"
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(
         "place_order",
@@ -226,6 +250,34 @@ ROUTES: tuple[RouteSpec, ...] = (
     ),
     RouteSpec(
         "list_markets", "GET", "/v1/markets", Scope.READ, "Instruments and their rules", MarketsView, weight=2
+    ),
+    RouteSpec(
+        "ledger_head",
+        "GET",
+        "/v1/ledger/head",
+        Scope.READ,
+        "The ledger's latest signed tree head (RFC 9162)",
+        TreeHeadView,
+    ),
+    RouteSpec(
+        "ledger_proof",
+        "GET",
+        "/v1/ledger/entries/{index}/proof",
+        Scope.READ,
+        "An entry of this account's and its inclusion proof in the tree of tree_size entries",
+        InclusionProofView,
+        query=ProofQuery,
+        path_params={"index": ENTRY_INDEX_PATTERN},
+        errors=(400, 401, 403, 404, 429),
+    ),
+    RouteSpec(
+        "ledger_consistency",
+        "GET",
+        "/v1/ledger/consistency",
+        Scope.READ,
+        "A consistency proof between two tree sizes (RFC 9162)",
+        ConsistencyProofView,
+        query=ConsistencyQuery,
     ),
     RouteSpec(
         "get_ticker",

@@ -31,6 +31,7 @@ from bastion.domain.principals import Principal, Scope
 from bastion.domain.trading import Level, TradingState
 from bastion.errors import BastionError, ConfigError, VenueRejected
 from bastion.injection import inspect_text
+from bastion.ledger.service import LedgerProofs
 from bastion.ledger.signer import load_signer
 from bastion.ledger.writer import LedgerWriter
 from bastion.pipeline.chain import Pipeline, Stage, build_stages
@@ -283,6 +284,7 @@ class Services:
             trading_states=self.trading,
             shield=self.shield,
             ratelimit=RateLimit(self.rate_store, self.rate_fallback, self.policies, self.settings.ratelimit),
+            proofs=LedgerProofs(self.ledger, self.ledger_store),
             key_secrets=self.key_secrets,
             key_usage=self.key_usage,
         )

@@ -8,6 +8,7 @@ certificate against the one ``bastion init`` created (or the system store).
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import threading
@@ -207,3 +208,43 @@ class BastionClient:
     def ticker(self, symbol: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"/v1/markets/{symbol}/ticker")
         return result
+
+    # -- the ledger: receipts and proofs (RFC 9162) -------------------------------------------
+    def ledger_head(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/v1/ledger/head")
+        return result
+
+    def ledger_proof(self, index: int, tree_size: int) -> dict[str, Any]:
+        query = {"tree_size": str(tree_size)}
+        result: dict[str, Any] = self.request("GET", f"/v1/ledger/entries/{index}/proof", query=query)
+        return result
+
+    def ledger_consistency(self, first: int, second: int) -> list[bytes]:
+        query = {"first": str(first), "second": str(second)}
+        return [bytes.fromhex(p) for p in self.request("GET", "/v1/ledger/consistency", query=query)["proof"]]
+
+    def verify_receipt(self, order: Mapping[str, Any], ledger_public_key: bytes) -> dict[str, Any]:
+        """Check an order answer's receipt against the ledger's public key (PEM, from
+        ``bastion ledger public-key``): the head's signature, then the inclusion proof fetched
+        from Bastion, then that the entry names this order's key and carries the signature
+        this client sent.  Returns the entry; raises ``ProofError`` on any mismatch."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        from bastion.ledger.heads import verify_receipt
+        from bastion.ledger.merkle import ProofError
+
+        public = load_pem_public_key(ledger_public_key)
+        if not isinstance(public, Ed25519PublicKey):
+            raise ProofError("the ledger's public key is not Ed25519")
+        receipt = order.get("receipt")
+        if not isinstance(receipt, dict):
+            raise ProofError("the answer carries no receipt")
+        head = receipt["tree_head"]
+        answer = self.ledger_proof(int(receipt["index"]), int(head["tree_size"]))
+        entry = base64.b64decode(answer["entry"])
+        verify_receipt(receipt, [bytes.fromhex(p) for p in answer["proof"]], public, entry)
+        data: dict[str, Any] = json.loads(entry)
+        if data["data"].get("key_id") != self._key_id:
+            raise ProofError("the receipt's entry is not this key's request")
+        return data

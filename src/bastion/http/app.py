@@ -116,6 +116,8 @@ def _present(route: RouteSpec, result: object, receipt: dict[str, object] | None
         return markets_view([i for i in result if isinstance(i, Instrument)])
     if isinstance(result, Ticker):
         return ticker_view(result)
+    if isinstance(result, msgspec.Struct):  # views built by the stage itself (the ledger's)
+        return result
     raise TypeError(f"no presenter for {route.name} result {type(result).__name__}")
 
 

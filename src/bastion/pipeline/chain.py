@@ -31,7 +31,17 @@ from bastion.pipeline.ratelimit import RateLimit
 from bastion.pipeline.replay import ReplayGuard
 from bastion.pipeline.risk import RiskCheck
 from bastion.pipeline.shield import Shield
-from bastion.ports import Clock, KeySecrets, KeyStore, KeyUsage, Ledger, NonceStore, OrderStore, Venue
+from bastion.ports import (
+    Clock,
+    KeySecrets,
+    KeyStore,
+    KeyUsage,
+    Ledger,
+    LedgerProofs,
+    NonceStore,
+    OrderStore,
+    Venue,
+)
 from bastion.risk.engine import RiskEngine
 from bastion.state.policies import PolicyCache
 from bastion.state.trading import TradingStates
@@ -64,6 +74,7 @@ def build_stages(
     trading_states: TradingStates,
     shield: Shield,
     ratelimit: RateLimit,
+    proofs: LedgerProofs | None = None,
     key_secrets: KeySecrets | None = None,
     key_usage: KeyUsage | None = None,
 ) -> tuple[Stage, ...]:
@@ -76,7 +87,7 @@ def build_stages(
         ratelimit,
         Authorize(orders, policies),
         RiskCheck(risk, policies, trading_states, orders, clock),
-        Forward(orders, venue, ledger, clock, venue_timeout_seconds),
+        Forward(orders, venue, ledger, clock, venue_timeout_seconds, proofs),
     )
     assert tuple(s.name for s in stages) == STAGE_ORDER  # noqa: S101 - guards the declaration above
     return stages

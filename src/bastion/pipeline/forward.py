@@ -13,19 +13,30 @@ Placing an order is idempotent on ``(account, client_order_id)``:
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import ClassVar
+
+import msgspec
 
 from bastion.domain.money import format_decimal
 from bastion.domain.orders import OrderRequest, VenueOrder
 from bastion.domain.principals import Principal
 from bastion.domain.verdict import ALLOW, Deny, Verdict
 from bastion.errors import ErrorCode, StoreError, VenueError, VenueRejected
+from bastion.ledger.chain import decode_body
 from bastion.pipeline.context import RequestContext
-from bastion.ports import Clock, Ledger, OrderRecord, OrderState, OrderStore, Venue
-from bastion.schema import ListOrdersQuery
+from bastion.ports import Clock, Ledger, LedgerProofs, OrderRecord, OrderState, OrderStore, Venue
+from bastion.schema import (
+    ConsistencyProofView,
+    ConsistencyQuery,
+    InclusionProofView,
+    ListOrdersQuery,
+    ProofQuery,
+    TreeHeadView,
+)
 
 STATUS_FILTERS: dict[str, tuple[str, ...] | None] = {
     "open": ("new", "partially_filled"),
@@ -100,7 +111,13 @@ class Forward:
     name: ClassVar[str] = "forward"
 
     def __init__(
-        self, orders: OrderStore, venue: Venue, ledger: Ledger, clock: Clock, venue_timeout: float = 10.0
+        self,
+        orders: OrderStore,
+        venue: Venue,
+        ledger: Ledger,
+        clock: Clock,
+        venue_timeout: float = 10.0,
+        proofs: LedgerProofs | None = None,
     ) -> None:
         if venue_timeout <= 0:
             raise ValueError("venue_timeout must be positive")
@@ -110,6 +127,7 @@ class Forward:
         self._clock = clock
         self._timeout = venue_timeout
         self._locks = KeyedLocks()
+        self._proofs = proofs
         self._handlers: dict[str, Callable[[RequestContext, Principal], Awaitable[Verdict]]] = {
             "place_order": self._place,
             "get_order": self._get,
@@ -118,6 +136,9 @@ class Forward:
             "get_account": self._account,
             "list_markets": self._markets,
             "get_ticker": self._ticker,
+            "ledger_head": self._ledger_head,
+            "ledger_proof": self._ledger_proof,
+            "ledger_consistency": self._ledger_consistency,
         }
 
     async def __call__(self, ctx: RequestContext) -> Verdict:
@@ -277,6 +298,44 @@ class Forward:
 
     async def _markets(self, ctx: RequestContext, principal: Principal) -> Verdict:
         ctx.result = await self._venue.instruments()
+        return ALLOW
+
+    # -- the ledger (RFC 9162 proofs; a key sees only its own account's entries) -------------
+    async def _ledger_head(self, ctx: RequestContext, principal: Principal) -> Verdict:
+        head = None if self._proofs is None else await self._proofs.head()
+        if head is None:
+            return Deny(self.name, ErrorCode.NOT_FOUND, "no signed tree head yet")
+        ctx.result = msgspec.convert(head.to_json(), TreeHeadView)
+        return ALLOW
+
+    async def _ledger_proof(self, ctx: RequestContext, principal: Principal) -> Verdict:
+        query = ctx.query_params
+        if self._proofs is None or not isinstance(query, ProofQuery):
+            return Deny(self.name, ErrorCode.NOT_FOUND, "no proofs here")
+        index = int(ctx.path_params["index"])
+        found = await self._proofs.proof(index, query.tree_size)
+        if found is None:
+            return Deny(self.name, ErrorCode.NOT_FOUND, f"no entry {index} in a tree of {query.tree_size}")
+        row, leaf, proof = found
+        try:
+            owner = decode_body(row.body).data.get("account")
+        except msgspec.DecodeError:
+            owner = None
+        if owner != principal.account:  # another account's entry is answered like a missing one
+            return Deny(self.name, ErrorCode.NOT_FOUND, f"entry {index} is not account {principal.account}'s")
+        ctx.result = InclusionProofView(
+            index, query.tree_size, leaf.hex(), [p.hex() for p in proof], base64.b64encode(row.body).decode()
+        )
+        return ALLOW
+
+    async def _ledger_consistency(self, ctx: RequestContext, principal: Principal) -> Verdict:
+        query = ctx.query_params
+        if self._proofs is None or not isinstance(query, ConsistencyQuery):
+            return Deny(self.name, ErrorCode.NOT_FOUND, "no proofs here")
+        proof = await self._proofs.consistency(query.first, query.second)
+        if proof is None:
+            return Deny(self.name, ErrorCode.NOT_FOUND, "no such tree sizes")
+        ctx.result = ConsistencyProofView(query.first, query.second, [p.hex() for p in proof])
         return ALLOW
 
     async def _ticker(self, ctx: RequestContext, principal: Principal) -> Verdict:
