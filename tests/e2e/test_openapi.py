@@ -23,8 +23,13 @@ def test_openapi_lists_exactly_the_served_routes(gateway: Gateway) -> None:
 
 def test_every_documented_route_answers_and_others_do_not(gateway: Gateway) -> None:
     for route in ROUTES:
-        path = route.path.replace("{id}", "ord_" + "z" * 24).replace("{symbol}", "GOOG")
-        response = gateway.raw(route.method, path)
+        path = (
+            route.path.replace("{id}", "ord_" + "z" * 24).replace("{symbol}", "GOOG").replace("{index}", "0")
+        )
+        query = {"ledger_proof": "?tree_size=1", "ledger_consistency": "?first=1&second=1"}.get(
+            route.name, ""
+        )
+        response = gateway.raw(route.method, path + query)
         # It exists: the firewall (415 for a missing JSON body) or authentication (401) answers.
         assert response.status in (401, 415), (route.name, response.status)
     for method, path in (
