@@ -150,7 +150,7 @@ def build(services: Services, mode: str, stats_file: Path | None) -> ASGIApp:
     else:
         raise SystemExit("MODE is G, P or T")
     return create_app(
-        pipeline=Pipeline(stages, ledger),
+        pipeline=Pipeline(stages, ledger, None if mode == "P" else services.personal),
         ledger=ledger,
         clock=services.clock,
         venue_name=services.venue.name,

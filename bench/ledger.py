@@ -37,7 +37,7 @@ ENTRY = {
     "path": "/v1/orders",
     "client_ip": "203.0.113.7",
     "request_digest": "ab" * 32,
-    "key_id": "bst_3kV9aaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "key_id": "bst_3kV9aaaaaaaaaaaaaaaaaaaaaaaaaa",  # pragma: allowlist secret
     "account": "alice",
     "verdict": "allow",
     "status": 201,

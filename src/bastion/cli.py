@@ -270,6 +270,29 @@ def accounts_create(name: str, home: Home = None, as_json: Json = False) -> None
     )
 
 
+@accounts_app.command("erase")
+def accounts_erase(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone")] = False,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Crypto-shred an account's personal data (GDPR erasure): revoke every key of the account
+    and destroy its data key.  Its ledger entries stay and still verify; the addresses sealed
+    in them never open again."""
+    if not yes:
+        _fail("erasing cannot be undone: add --yes", as_json)
+    path = _home(home)
+    try:
+        result = _with_services(path, lambda s: s.erase_account(name))
+        _tell_server(path, {"op": "forget_subject", "subject": result["subject"]})
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    _emit(
+        as_json, result, f"account {name}: personal data erased, {len(result['keys_revoked'])} key(s) revoked"
+    )
+
+
 @keys_app.command("create")
 def keys_create(
     account: Annotated[str, typer.Option(help="Account the key acts for")],
@@ -850,6 +873,16 @@ def ledger_verify(
         f"ledger OK: {result.entries} entries, root {result.root.hex()}, {result.heads} signed heads verified"
     )
     _emit(as_json, data, text + tail)
+
+
+@ledger_app.command("show")
+def ledger_show(index: int, home: Home = None) -> None:
+    """Print one entry as JSON, with its personal data opened (``[erased]`` once shredded)."""
+    try:
+        entry = _with_services(_home(home), lambda s: s.open_entry(index))
+    except BastionError as exc:
+        _fail(str(exc), False)
+    typer.echo(json.dumps(entry, sort_keys=True))
 
 
 @ledger_app.command("export")

@@ -44,7 +44,9 @@ def services_lifespan(
 def build_app(services: Services, stages: tuple[Stage, ...] | None = None) -> ASGIApp:
     """The ASGI app.  ``stages`` defaults to the production chain; no setting reaches it."""
     lifespan = services_lifespan(services)
-    pipeline = Pipeline(stages if stages is not None else services.stages(), services.ledger)
+    pipeline = Pipeline(
+        stages if stages is not None else services.stages(), services.ledger, services.personal
+    )
     return create_app(
         pipeline=pipeline,
         ledger=services.ledger,
@@ -56,6 +58,7 @@ def build_app(services: Services, stages: tuple[Stage, ...] | None = None) -> AS
         body_timeout=services.settings.shield.body_timeout_seconds,
         trusted_proxies=services.settings.shield.trusted_proxies,
         health=services.health,
+        personal=services.personal,
     )
 
 

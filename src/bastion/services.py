@@ -56,12 +56,14 @@ from bastion.store.repos import (
     SqlPaperStore,
     SqlPolicyStore,
     SqlSealedRows,
+    SqlSubjectKeys,
     SqlTradingStateStore,
 )
 from bastion.vault.envelope import SealContext, master_version, seal_secret
 from bastion.vault.keys import VaultKeySecrets
 from bastion.vault.master import TokenKeys, create_next_keyfile, keyfile_versions, open_ring
 from bastion.vault.rotation import RotationReport, reseal_all
+from bastion.vault.subjects import SubjectKeys
 from bastion.venues.paper.engine import PaperEngine
 from bastion.venues.paper.venue import DEFAULT_EPOCH_US, DEFAULT_FUNDING, PaperVenue, build_markets
 
@@ -115,6 +117,7 @@ class Services:
     shield: Shield
     rate_store: RateStore
     rate_fallback: MemoryRateStore
+    personal: SubjectKeys
     token: TokenKeys | None = None
     passphrase: bytes | None = dataclasses.field(default=None, repr=False)
     _watch: asyncio.Task[None] | None = dataclasses.field(default=None, repr=False)
@@ -143,6 +146,7 @@ class Services:
         )
         keys = SqlKeyStore(db)
         venue = PaperVenue(paper, SqlPaperStore(db), clock)
+        key_secrets = VaultKeySecrets(open_ring(home / VAULT_DIR, token, passphrase=passphrase))
         limits = settings.ratelimit
         rate_store: RateStore = (
             RedisRateStore(limits.redis_url, timeout=limits.redis_timeout_seconds)
@@ -161,7 +165,7 @@ class Services:
             venue=venue,
             nonces=MemoryNonceStore(),
             db=db,
-            key_secrets=VaultKeySecrets(open_ring(home / VAULT_DIR, token, passphrase=passphrase)),
+            key_secrets=key_secrets,
             key_usage=KeyUsageRecorder(keys.record_usage),
             credentials=SqlCredentialStore(db),
             policy_store=SqlPolicyStore(db, ledger),
@@ -172,6 +176,7 @@ class Services:
             shield=Shield(settings.shield, clock, ledger),
             rate_store=rate_store,
             rate_fallback=MemoryRateStore(clock),
+            personal=SubjectKeys(SqlSubjectKeys(db), key_secrets.ring),
             token=token,
             passphrase=passphrase,
         )
@@ -290,7 +295,7 @@ class Services:
         )
 
     def pipeline(self) -> Pipeline:
-        return Pipeline(self.stages(), self.ledger)
+        return Pipeline(self.stages(), self.ledger, self.personal)
 
     # -- operator actions (CLI) -----------------------------------------------------------
     async def create_account(self, name: str) -> None:
@@ -489,6 +494,7 @@ class Services:
             await self.ledger.append("vault.master_created", {"version": version, "provider": provider})
         ring = open_ring(directory, self.token, passphrase=self.passphrase)
         self.key_secrets = VaultKeySecrets(ring)
+        self.personal.set_ring(ring)
         report = await reseal_all(ring, SqlSealedRows(self.db), self.ledger)
         await self.ledger.append("vault.rotated", dataclasses.asdict(report))
         return report
@@ -512,6 +518,36 @@ class Services:
         if self.token is not None:
             present |= set(self.token.keys())
         return sorted(present), sorted({master_version(r.sealed) for r in rows})
+
+    # -- personal data ----------------------------------------------------------------------
+    async def erase_account(self, name: str) -> dict[str, Any]:
+        """Crypto-shred an account's personal data: revoke its keys and destroy its subject
+        key.  Its ledger entries stay (and verify); what was sealed in them never opens again."""
+        if not await self.accounts.exists(name):
+            raise ConfigError(f"no account {name!r}")
+        now = self.clock.now()
+        revoked = [
+            k.key_id for k in await self.keys.list() if k.account == name and await self.revoke_key(k.key_id)
+        ]
+        subject = account_subject(name)
+        await self.personal.erase(subject, now)
+        await self.keys.forget_usage(name)  # the last-use addresses outside the ledger go too
+        await self.ledger.append("subject.erased", {"subject": subject, "keys_revoked": revoked})
+        return {"account": name, "subject": subject, "keys_revoked": revoked}
+
+    async def open_entry(self, index: int) -> dict[str, Any]:
+        """A ledger entry with its personal data opened (``[erased]`` once shredded)."""
+        row = await self.ledger_store.entry(index)
+        if row is None:
+            raise ConfigError(f"no ledger entry {index}")
+        entry: dict[str, Any] = msgspec.json.decode(row.body)
+        data = entry.get("data", {})
+        subject = data.get("subject")
+        if isinstance(subject, str) and isinstance(data.get("client_ip"), str):
+            data["client_ip"] = await self.personal.open(
+                subject, "client_ip", data["client_ip"], self.clock.now()
+            )
+        return entry
 
     # -- policies ---------------------------------------------------------------------------
     async def policy_subject(self, target: str) -> tuple[str, KeyRecord | None]:
@@ -655,6 +691,9 @@ class Services:
             return {"pid": os.getpid()}
         if op == "reload_policies":
             await self.reload_policies()
+            return {}
+        if op == "forget_subject":
+            self.personal.forget(str(request.get("subject") or ""))
             return {}
         if op == "killswitch":
             try:

@@ -161,6 +161,14 @@ class Gateway:
             rows = db.execute("SELECT body FROM ledger_entries ORDER BY idx").fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    def opened_entry_for(self, request_id: str) -> dict[str, Any]:
+        """The request's entry with its personal data opened (through `bastion ledger show`)."""
+        for n, entry in reversed(list(enumerate(self.ledger_entries()))):
+            if entry["kind"] == "request" and entry["data"].get("request_id") == request_id:
+                data: dict[str, Any] = json.loads(cli(self.home, "ledger", "show", str(n)).stdout)["data"]
+                return data
+        raise AssertionError(f"no ledger entry for {request_id}")
+
     def entry_for(self, request_id: str) -> dict[str, Any]:
         for entry in reversed(self.ledger_entries()):
             if entry["kind"] == "request" and entry["data"].get("request_id") == request_id:

@@ -99,7 +99,8 @@ def test_the_client_address_is_the_edges_view_not_the_clients_claim(edge: Edge) 
     headers = front.signed_headers("bot", "POST", "/v1/orders", body=raw) | {"x-forwarded-for": "6.6.6.6"}
     response = front.raw("POST", "/v1/orders", raw, headers)
     assert response.status == 201
-    entry = edge.bastion.entry_for(response.headers["x-request-id"])
+    assert edge.bastion.entry_for(response.headers["x-request-id"])["client_ip"].startswith("pd1:")  # sealed
+    entry = edge.bastion.opened_entry_for(response.headers["x-request-id"])
     assert entry["client_ip"] == "127.0.0.1"
 
 

@@ -45,6 +45,7 @@ from bastion.schema import (
     order_view,
     ticker_view,
 )
+from bastion.vault.subjects import SubjectKeys
 
 log = structlog.get_logger("bastion.http")
 _encode = msgspec.json.Encoder().encode
@@ -177,6 +178,7 @@ def create_app(
     body_timeout: float = 10.0,
     trusted_proxies: Sequence[str] = (),
     health: Callable[[], tuple[str, dict[str, str]]] | None = None,
+    personal: SubjectKeys | None = None,
 ) -> ASGIApp:
     if max_body_bytes < 1024:
         raise ValueError("max_body_bytes must be at least 1024")
@@ -184,7 +186,9 @@ def create_app(
         raise ValueError("body_timeout must be positive")
     openapi_bytes = _encode(build_openapi())
     trusted = parse_networks(trusted_proxies)
-    edge_pipeline = Pipeline((shield, EdgeRefusal()) if shield is not None else (EdgeRefusal(),), ledger)
+    edge_pipeline = Pipeline(
+        (shield, EdgeRefusal()) if shield is not None else (EdgeRefusal(),), ledger, personal
+    )
 
     async def context_of(request: Request, route: RouteSpec) -> RequestContext:
         body, too_large, timed_out = await read_body(request, max_body_bytes, body_timeout)

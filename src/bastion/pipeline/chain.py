@@ -45,6 +45,7 @@ from bastion.ports import (
 from bastion.risk.engine import RiskEngine
 from bastion.state.policies import PolicyCache
 from bastion.state.trading import TradingStates
+from bastion.vault.subjects import SubjectKeys
 
 _RECEIPTED = frozenset({"place_order", "cancel_order"})
 STAGE_ORDER = ("shield", "firewall", "authn", "replay", "ratelimit", "authz", "risk", "forward")
@@ -104,11 +105,12 @@ def request_digest(ctx: RequestContext) -> str:
 
 
 class Pipeline:
-    def __init__(self, stages: Sequence[Stage], ledger: Ledger) -> None:
+    def __init__(self, stages: Sequence[Stage], ledger: Ledger, personal: SubjectKeys | None = None) -> None:
         if not stages:
             raise ValueError("a pipeline needs at least its forward stage")
         self.stages = tuple(stages)
         self._ledger = ledger
+        self._personal = personal  # seals the client's address in entries, per subject
 
     async def run(self, ctx: RequestContext) -> Verdict:
         verdict: Verdict = ALLOW
@@ -129,7 +131,19 @@ class Pipeline:
                 log.exception("finalizer_failed", request_id=ctx.request_id)
         # The request's entry joins any writes the stages queued; one commit usually takes them all,
         # and nothing is answered until every one of them is durable.
-        entry = self._ledger.enqueue("request", self._entry(ctx, verdict))
+        data = self._entry(ctx, verdict)
+        if self._personal is not None:
+            # personal data leaves only sealed under its subject's key (crypto-shredding)
+            principal = ctx.principal
+            subject = f"account:{principal.account}" if principal else f"anon:{ctx.received_at.date()}"
+            data["subject"] = subject
+            try:
+                key = await self._personal.key(subject, ctx.received_at)
+                data["client_ip"] = self._personal.seal(key, subject, "client_ip", ctx.client_ip)
+            except Exception:  # the verdict is recorded all the same, without the address
+                log.exception("personal_data_key_failed", request_id=ctx.request_id)
+                data["client_ip"] = "[unavailable]"
+        entry = self._ledger.enqueue("request", data)
         written = await asyncio.gather(*ctx.pending, entry)
         if isinstance(verdict, Allow) and ctx.route.name in _RECEIPTED:
             try:

@@ -47,12 +47,14 @@ from bastion.store.tables import (
     paper_balances,
     paper_orders,
     policy_versions,
+    subject_keys,
     trading_states,
     venue_credentials,
 )
 from bastion.vault.envelope import SealContext
 from bastion.vault.keys import PURPOSE_KEY_HMAC
 from bastion.vault.rotation import SealedRow
+from bastion.vault.subjects import subject_context
 from bastion.venues.paper.engine import PaperOrder
 from bastion.venues.paper.store import AccountState, Balances
 
@@ -225,6 +227,11 @@ class SqlKeyStore:
     async def create(self, record: KeyRecord) -> None:
         values = self._values(record)
         await self._db.write(lambda conn: conn.execute(insert(api_keys).values(**values)))
+
+    async def forget_usage(self, account: str) -> None:
+        """Drop the last-use addresses of an account's keys (erasure)."""
+        statement = update(api_keys).where(api_keys.c.account == account).values(last_used_ip=None)
+        await self._db.write(lambda conn: conn.execute(statement))
 
     @staticmethod
     def scopes_write(key_id: str, scopes: frozenset[Scope]) -> RowWrite:
@@ -787,6 +794,51 @@ class SqlCredentialStore:
         return await self._db.read(run)
 
 
+class SqlSubjectKeys:
+    """Per-subject data keys (``vault/subjects.py``)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def load(self, subject: str) -> tuple[bool, bytes | None]:
+        query = select(subject_keys.c.sealed_key).where(subject_keys.c.subject == subject)
+
+        def run(conn: Connection) -> tuple[bool, bytes | None]:
+            row = conn.execute(query).first()
+            if row is None:
+                return False, None
+            return True, None if row.sealed_key is None else _stored_bytes(row.sealed_key)
+
+        return await self._db.read(run)
+
+    async def create(self, subject: str, sealed: bytes, now: datetime) -> bool:
+        values = {"subject": subject, "sealed_key": sealed, "created_us": to_us(now)}
+        try:
+            await self._db.write(lambda conn: conn.execute(insert(subject_keys).values(**values)))
+        except IntegrityError:
+            return False
+        return True
+
+    async def erase(self, subject: str, now: datetime) -> bool:
+        """Destroy the key: the row stays (so the subject is never given a new key), keyless."""
+        statement = (
+            update(subject_keys)
+            .where(subject_keys.c.subject == subject, subject_keys.c.sealed_key.is_not(None))
+            .values(sealed_key=None, erased_us=to_us(now))
+        )
+        exists, _ = await self.load(subject)
+        if not exists:
+            values = {
+                "subject": subject,
+                "sealed_key": None,
+                "created_us": to_us(now),
+                "erased_us": to_us(now),
+            }
+            await self._db.write(lambda conn: conn.execute(insert(subject_keys).values(**values)))
+            return True
+        return bool(await self._db.write(lambda conn: conn.execute(statement).rowcount))
+
+
 def ledger_key_context(version: int) -> SealContext:
     """What the ledger's signing key is sealed to (no account: it is the installation's)."""
     return SealContext("", f"ledger-key-{version}", "ledger-signing-key")
@@ -829,6 +881,14 @@ class SqlSealedRows:
                 for r in conn.execute(creds)
             ]
             rows += [
+                SealedRow("subject_keys", r.subject, subject_context(r.subject), bytes(r.sealed_key))
+                for r in conn.execute(
+                    select(subject_keys.c.subject, subject_keys.c.sealed_key).where(
+                        subject_keys.c.sealed_key.is_not(None)
+                    )
+                )
+            ]
+            rows += [
                 SealedRow(
                     "ledger_keys", str(r.version), ledger_key_context(int(r.version)), bytes(r.sealed_private)
                 )
@@ -844,6 +904,12 @@ class SqlSealedRows:
                 update(api_keys)
                 .where(api_keys.c.key_id == row.row_id, api_keys.c.secret_sealed == row.sealed)
                 .values(secret_sealed=new)
+            )
+        elif row.table == "subject_keys":
+            statement = (
+                update(subject_keys)
+                .where(subject_keys.c.subject == row.row_id, subject_keys.c.sealed_key == row.sealed)
+                .values(sealed_key=new)
             )
         elif row.table == "ledger_keys":
             statement = (

@@ -158,3 +158,14 @@ ledger_keys = Table(
     Column("sealed_private", LargeBinary, nullable=False),
     Column("created_us", BigInteger, nullable=False),
 )
+
+# Per-subject data keys for personal data in ledger entries (crypto-shredding): the key is
+# sealed by the vault; erasing a subject destroys it, and what it sealed no longer opens.
+subject_keys = Table(
+    "subject_keys",
+    metadata,
+    Column("subject", String(96), primary_key=True),
+    Column("sealed_key", LargeBinary, nullable=True),  # NULL once erased
+    Column("created_us", BigInteger, nullable=False),
+    Column("erased_us", BigInteger, nullable=True),
+)
