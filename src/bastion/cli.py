@@ -30,6 +30,7 @@ from bastion.domain.policy import PolicyDocument, document_from, parse_document
 from bastion.domain.principals import parse_scopes
 from bastion.domain.trading import Level, TradingState
 from bastion.errors import BastionError, ConfigError, LedgerCorrupt
+from bastion.ledger.service import LedgerProofs
 from bastion.ledger.signer import LedgerSigner, public_keys
 from bastion.ledger.verify import Verified, read_export, verify_ledger, write_export
 from bastion.ports import KeyRecord, LedgerRow
@@ -883,6 +884,45 @@ def ledger_show(index: int, home: Home = None) -> None:
     except BastionError as exc:
         _fail(str(exc), False)
     typer.echo(json.dumps(entry, sort_keys=True))
+
+
+@ledger_app.command("proof")
+def ledger_proof(
+    index: int,
+    tree_size: Annotated[int | None, typer.Option("--tree-size", help="Default: the current size")] = None,
+    home: Home = None,
+) -> None:
+    """An entry's inclusion proof (RFC 9162) in the tree of --tree-size entries, as JSON."""
+
+    async def run(services: Services) -> dict[str, Any]:
+        size = tree_size or (await services.ledger_store.current_tree())[0]
+        found = await LedgerProofs(services.ledger, services.ledger_store).proof(index, size)
+        if found is None:
+            raise ConfigError(f"no entry {index} in a tree of {size} entries")
+        _, leaf, proof = found
+        return {"index": index, "tree_size": size, "leaf_hash": leaf.hex(), "proof": [p.hex() for p in proof]}
+
+    try:
+        typer.echo(json.dumps(_with_services(_home(home), run), sort_keys=True))
+    except BastionError as exc:
+        _fail(str(exc), False)
+
+
+@ledger_app.command("consistency")
+def ledger_consistency(first: int, second: int, home: Home = None) -> None:
+    """The consistency proof (RFC 9162) between the trees of FIRST and SECOND entries, as JSON."""
+
+    async def run(services: Services) -> dict[str, Any]:
+        proof = await LedgerProofs(services.ledger, services.ledger_store).consistency(first, second)
+        if proof is None:
+            raise ConfigError(f"no consistency proof from {first} to {second} entries")
+        roots = [(await services.ledger_store.root(n)).hex() for n in (first, second)]
+        return {"first": first, "second": second, "roots": roots, "proof": [p.hex() for p in proof]}
+
+    try:
+        typer.echo(json.dumps(_with_services(_home(home), run), sort_keys=True))
+    except BastionError as exc:
+        _fail(str(exc), False)
 
 
 @ledger_app.command("export")

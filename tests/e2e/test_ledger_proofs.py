@@ -199,3 +199,30 @@ def test_an_export_verifies_offline_with_only_the_public_key(gateway: Gateway, t
         check=False,
     )
     assert wrong.returncode == 1
+
+
+def test_proofs_from_the_cli(gateway: Gateway) -> None:
+    from bastion.ledger.merkle import verify_inclusion
+
+    with client(gateway, "alice") as bot:
+        receipt = market_order(bot)["receipt"]
+    size = receipt["tree_head"]["tree_size"]
+    proof = json.loads(
+        cli(gateway.home, "ledger", "proof", str(receipt["index"]), "--tree-size", str(size)).stdout
+    )
+    verify_inclusion(
+        bytes.fromhex(receipt["leaf_hash"]),
+        receipt["index"],
+        size,
+        [bytes.fromhex(p) for p in proof["proof"]],
+        bytes.fromhex(receipt["tree_head"]["root_hash"]),
+    )
+    later = json.loads(cli(gateway.home, "ledger", "consistency", str(size - 1), str(size)).stdout)
+    verify_consistency(
+        size - 1,
+        size,
+        bytes.fromhex(later["roots"][0]),
+        bytes.fromhex(later["roots"][1]),
+        [bytes.fromhex(p) for p in later["proof"]],
+    )
+    assert cli(gateway.home, "ledger", "proof", "999999999", check=False).returncode == 2
