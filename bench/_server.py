@@ -140,6 +140,7 @@ def build(services: Services, mode: str, stats_file: Path | None) -> ASGIApp:
         stages = services.stages()
     elif mode == "P":
         ledger = NullLedger()
+        services.venue.unsubscribe(services.on_venue_order)  # the risk book is the gateway's, not P's
         stages = (PassThrough(services, "bench"),)
     elif mode == "T":
         ledger = TimedLedger(services.ledger)

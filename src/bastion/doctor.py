@@ -15,7 +15,8 @@ from cryptography import x509
 from bastion.crypto._tls_groups import set_groups
 from bastion.domain.principals import Principal, Scope
 from bastion.errors import LedgerCorrupt
-from bastion.ledger.chain import verify
+from bastion.ledger.signer import public_keys
+from bastion.ledger.verify import verify_ledger
 from bastion.ports import LedgerRow
 from bastion.services import VAULT_DIR, Services
 from bastion.tls import INTERMEDIATE_GROUPS
@@ -197,8 +198,10 @@ async def run_checks(services: Services) -> list[Check]:
     # Ledger
     try:
         rows: list[LedgerRow] = [row async for row in services.ledger_store.rows()]
-        count, _ = verify(rows)
-        checks.append(Check(Level.OK, "ledger", f"{count} entries verify"))
+        store = services.ledger_store
+        verified = verify_ledger(rows, await store.heads(), await public_keys(store))
+        count = verified.entries
+        checks.append(Check(Level.OK, "ledger", f"{count} entries verify, {verified.heads} signed heads"))
     except LedgerCorrupt as exc:
         checks.append(
             Check(

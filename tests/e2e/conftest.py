@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -175,6 +176,35 @@ class Gateway:
                 data: dict[str, Any] = entry["data"]
                 return data
         raise AssertionError(f"no ledger entry for {request_id}")
+
+
+def serve(home: Path, port: int, keys: dict[str, Key], *, port_flag: bool = False) -> Gateway:
+    """`bastion serve` on ``home``, ready; ``port_flag`` passes --port (two servers, one home)."""
+    out = (home / f"serve-{port}.out").open("ab")
+    command = [sys.executable, "-m", "bastion", "serve", "--home", str(home)]
+    if port_flag:
+        command += ["--port", str(port)]
+    process = subprocess.Popen(
+        command, stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1"}
+    )
+    out.close()
+    gateway = Gateway(home, port, home / "tls" / "cert.pem", keys, process)
+    _wait_ready(gateway, time.monotonic() + 30)
+    return gateway
+
+
+def stop(gateway: Gateway) -> None:
+    gateway.process.terminate()
+    gateway.process.wait(timeout=15)
+
+
+def raise_limits(text: str, to: int = 100_000) -> str:
+    """Settings text with every request-rate limit raised: for tests that send a lot from one address."""
+    for name in ("ip_requests", "key", "account", "ip"):
+        text = re.sub(rf"^{name}_per_second = .*$", f"{name}_per_second = {to}.0", text, flags=re.M)
+    for name in ("ip", "key", "account"):
+        text = re.sub(rf"^{name}_burst = .*$", f"{name}_burst = {to}", text, flags=re.M)
+    return text
 
 
 def _configure(home: Path, port: int) -> None:

@@ -13,9 +13,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.conftest import Gateway, Key, cli, cli_json, free_port
+from tests.e2e.conftest import Gateway, Key, cli, cli_json, free_port, serve, stop
 from tests.e2e.edge import nginx_edge
-from tests.e2e.test_risk_restart import serve, stop
 
 pytestmark = pytest.mark.e2e
 _ids = itertools.count()

@@ -4,7 +4,6 @@ was acknowledged is in the ledger (and its receipt still verifies), and the ledg
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time
@@ -15,9 +14,8 @@ from typing import Any
 import pytest
 
 from bastion.client import BastionAPIError, BastionClient
-from tests.e2e.conftest import Key, cli, cli_json
+from tests.e2e.conftest import Key, cli, cli_json, raise_limits, serve, stop
 from tests.e2e.test_ledger_cli import verify
-from tests.e2e.test_risk_restart import serve, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -30,9 +28,7 @@ def test_acknowledged_orders_survive_kill_9(tmp_path_factory: pytest.TempPathFac
     port = free_port()
     config = home / "bastion.toml"
     text = config.read_text().replace("port = 8443", f"port = {port}")
-    for name in ("key", "account", "ip"):  # the check afterwards reads every order back, quickly
-        text = re.sub(rf"^{name}_per_second = .*$", f"{name}_per_second = 10000.0", text, flags=re.M)
-        text = re.sub(rf"^{name}_burst = .*$", f"{name}_burst = 10000", text, flags=re.M)
+    text = raise_limits(text, 10_000)  # the check afterwards reads every order back, quickly
     config.write_text(text)
     cli(home, "accounts", "create", "crash")
     data = cli_json(

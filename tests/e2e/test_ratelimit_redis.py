@@ -3,32 +3,14 @@ Redis, and an unreachable Redis fails closed and shows in /healthz."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Gateway, Key, _wait_ready, cli, cli_json, free_port
+from tests.e2e.conftest import Key, cli, cli_json, free_port, serve
 from tests.redis_server import redis_server
 
 pytestmark = pytest.mark.e2e
-
-
-def start(home: Path, port: int, keys: dict[str, Key]) -> Gateway:
-    out = (home / f"serve-{port}.out").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bastion", "serve", "--home", str(home), "--port", str(port)],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    out.close()
-    gateway = Gateway(home, port, home / "tls" / "cert.pem", keys, process)
-    _wait_ready(gateway, time.monotonic() + 30)
-    return gateway
 
 
 def test_limits_hold_across_two_processes_and_fail_closed(tmp_path: Path) -> None:
@@ -49,7 +31,10 @@ def test_limits_hold_across_two_processes_and_fail_closed(tmp_path: Path) -> Non
             home, "keys", "create", "--account", "rl", "--scopes", "read,trade,cancel", "--generate"
         )
         keys = {"bot": Key(data["key_id"], Path(data["private_key_path"]))}
-        servers = [start(home, free_port(), keys), start(home, free_port(), keys)]
+        servers = [
+            serve(home, free_port(), keys, port_flag=True),
+            serve(home, free_port(), keys, port_flag=True),
+        ]
         try:
             statuses = [
                 servers[n % 2].call("bot", "GET", "/v1/markets/GOOG/ticker").status for n in range(30)

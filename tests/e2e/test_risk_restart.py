@@ -3,37 +3,14 @@ works with no server running (the CLI then does the work itself)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Gateway, Key, _configure, _wait_ready, cli, cli_json, free_port
+from tests.e2e.conftest import Key, _configure, cli, cli_json, free_port, serve, stop
 from tests.e2e.test_killswitch import market, resting_buy
 
 pytestmark = pytest.mark.e2e
-
-
-def serve(home: Path, port: int, keys: dict[str, Key]) -> Gateway:
-    out = (home / "serve.out").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bastion", "serve", "--home", str(home)],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    out.close()
-    gateway = Gateway(home, port, home / "tls" / "cert.pem", keys, process)
-    _wait_ready(gateway, time.monotonic() + 30)
-    return gateway
-
-
-def stop(gateway: Gateway) -> None:
-    gateway.process.terminate()
-    gateway.process.wait(timeout=15)
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Gateway, Key, cli, cli_json, free_port
-from tests.e2e.test_risk_restart import serve, stop
+from tests.e2e.conftest import Gateway, Key, cli, cli_json, free_port, serve, stop
 
 pytestmark = pytest.mark.e2e
 

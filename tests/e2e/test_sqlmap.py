@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Gateway, Key, cli, cli_json, free_port
+from tests.e2e.conftest import Gateway, Key, cli, cli_json, free_port, raise_limits, serve, stop
 from tests.e2e.signing_proxy import signing_proxy
-from tests.e2e.test_risk_restart import serve, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,17 +27,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, 
     port = free_port()
     config = home / "bastion.toml"
     text = config.read_text().replace("port = 8443", f"port = {port}")
-    for old, new in (
-        ("ip_requests_per_second = 100.0", "ip_requests_per_second = 100000.0"),
-        ("ip_burst = 200", "ip_burst = 100000"),
-        ("key_per_second = 20.0", "key_per_second = 100000.0"),
-        ("key_burst = 40", "key_burst = 100000"),
-        ("account_per_second = 50.0", "account_per_second = 100000.0"),
-        ("account_burst = 100", "account_burst = 100000"),
-        ("ip_per_second = 50.0", "ip_per_second = 100000.0"),
-        ("ip_burst = 100", "ip_burst = 100000"),
-    ):
-        text = text.replace(old + "\n", new + "\n")
+    text = raise_limits(text)
     config.write_text(text)
     cli(home, "accounts", "create", "probe")
     data = cli_json(

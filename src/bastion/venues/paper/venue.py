@@ -111,6 +111,9 @@ class PaperVenue:
         """Report every order change to ``listener`` (after it is persisted)."""
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: OrderListener) -> None:
+        self._listeners.remove(listener)
+
     async def start(self) -> None:
         """Load every stored account; called once at start-up (and lazily on first use)."""
         async with self._lock:
