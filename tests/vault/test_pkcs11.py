@@ -150,7 +150,7 @@ def test_rotation_between_keyfile_and_hsm(new_token: Callable[[], str], tmp_path
         return json.loads(done.stdout)  # type: ignore[no-any-return]
 
     to_hsm = bastion("vault", "rotate-master", "--to", "pkcs11")
-    assert (to_hsm["target_version"], to_hsm["resealed"], to_hsm["versions_in_use"]) == (2, 21, [2])
+    assert (to_hsm["target_version"], to_hsm["resealed"], to_hsm["versions_in_use"]) == (2, 22, [2])
     assert bastion("vault", "retire", "--yes")["unused"] == [1]
     assert not (home / "vault" / "master-1.key").exists()  # the secrets now depend on the HSM alone
     assert all_open() == [2]

@@ -66,9 +66,11 @@ async def check_all_open(home: Path, secrets: dict[str, str]) -> list[int]:
             opened = open_secret(ring, row.sealed, row.context)
             if row.table == "api_keys":
                 assert opened == secrets[row.row_id].encode()
+            elif row.table == "ledger_keys":  # the ledger's signing key, sealed like the rest
+                assert len(opened) == 32
             else:
                 assert json.loads(opened)["api_secret"] == VENUE_SECRET
-        assert len(rows) == len(secrets) + 1
+        assert len(rows) == len(secrets) + 2  # the HMAC secrets, the credential, the ledger key
         entries = [r async for r in services.ledger_store.rows()]
         verify(entries)
         return sorted({master_version(r.sealed) for r in rows})
@@ -89,14 +91,14 @@ async def _rotate_status_and_retire(home: Path) -> None:
     try:
         assert await services.vault_status() == ([1], [1])
         report = await services.rotate_master()
-        assert (report.target_version, report.resealed, report.versions_in_use) == (2, 6, [2])
+        assert (report.target_version, report.resealed, report.versions_in_use) == (2, 7, [2])
         assert await services.vault_status() == ([1, 2], [2])
         assert await services.retire_master_keys(confirm=False) == [1]
         assert (home / "vault" / "master-1.key").exists()
         assert await services.retire_master_keys(confirm=True) == [1]
         assert not (home / "vault" / "master-1.key").exists()
         again = await services.rotate_master(resume=True)
-        assert (again.resealed, again.already_current) == (0, 6)
+        assert (again.resealed, again.already_current) == (0, 7)
     finally:
         await services.close()
 
