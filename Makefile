@@ -32,7 +32,7 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(VENV)/.test-installed
-	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict src bench
 
 unit: $(VENV)/.test-installed
 	$(BIN)/pytest

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import msgspec
 from starlette.types import ASGIApp
@@ -48,6 +48,9 @@ class NullLedger:
         self, kind: str, data: Mapping[str, object], *, write: RowWrite | None = None
     ) -> Awaitable[int]:
         return self.append(kind, data)
+
+    async def receipt(self, index: int) -> dict[str, object] | None:
+        return None  # P keeps no ledger, so it gives no receipts
 
 
 class PassThrough:
@@ -122,6 +125,13 @@ class TimedLedger:
     ) -> Awaitable[int]:
         return self._timed(kind, self.inner.enqueue(kind, data, write=write))
 
+    async def receipt(self, index: int) -> dict[str, object] | None:
+        start = time.process_time_ns()
+        try:
+            return await self.inner.receipt(index)
+        finally:
+            CPU["ledger receipt"].append(time.process_time_ns() - start)
+
     async def _timed(self, kind: str, pending: Awaitable[int]) -> int:
         start = time.process_time_ns()
         try:
@@ -145,7 +155,7 @@ def build(services: Services, mode: str, stats_file: Path | None) -> ASGIApp:
     elif mode == "T":
         ledger = TimedLedger(services.ledger)
         stages = tuple(
-            Timed(s)
+            cast(Stage, Timed(s))  # each wrapper carries its stage's name
             for s in Services.stages(_with_ledger(services, ledger))  # the forward stage's appends too
         )
     else:

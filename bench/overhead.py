@@ -282,7 +282,7 @@ def main() -> None:
         stage_cpu = json.loads(timed.stats.read_text())
 
     def median(mode: str, i: int) -> float:
-        return statistics.median(r[i] for r in results[mode])  # type: ignore[misc]
+        return statistics.median(r[0] if i == 0 else r[1] for r in results[mode])  # rps or CPU
 
     def p99(mode: str) -> float:
         latencies = sorted(x for r in results[mode] for x in r[2])

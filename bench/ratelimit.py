@@ -17,9 +17,10 @@ N = 100_000
 
 
 def main() -> None:
-    from limits import RateLimitItemPerSecond
-    from limits.storage import MemoryStorage
-    from limits.strategies import (
+    # `limits` is installed by hand for this comparison only (see above)
+    from limits import RateLimitItemPerSecond  # type: ignore[import-not-found]
+    from limits.storage import MemoryStorage  # type: ignore[import-not-found]
+    from limits.strategies import (  # type: ignore[import-not-found]
         FixedWindowRateLimiter,
         MovingWindowRateLimiter,
         SlidingWindowCounterRateLimiter,

@@ -676,6 +676,7 @@ def policy_show(
     except BastionError as exc:
         _fail(str(exc), as_json)
     lines = [f"{shown['subject']} version {shown['version']}"]
+    lines += [f"  v{h['version']} {h['at']} by {h['actor']}" for h in shown["history"]]
     if "scopes" in shown:
         lines.append(
             f"scopes: {', '.join(shown['scopes'])} (effective: {', '.join(shown['effective_scopes'])})"

@@ -565,6 +565,10 @@ class Services:
         subject, key = await self.policy_subject(target)
         version, document = self.policies.document(subject) or (0, EMPTY)
         shown: dict[str, Any] = {"subject": subject, "version": version, "document": to_mapping(document)}
+        shown["history"] = [
+            {"version": v, "at": at.isoformat(), "actor": actor}
+            for v, at, actor in await self.policy_store.history(subject)
+        ]
         if key is not None:
             shown["scopes"] = sorted(s.value for s in key.scopes)
             principal = Principal(key.key_id, key.account, key.scopes)

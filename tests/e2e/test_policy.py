@@ -76,7 +76,9 @@ def test_limits_from_keys_create_and_policy_set(gateway: Gateway, tmp_path: Path
     bad.write_text(json.dumps({"max_order_quantity": "9", "max_daily_loss": 100}))
     failed = cli(gateway.home, "policy", "set", key_id, "--file", str(bad), check=False)
     assert failed.returncode == 2 and "max_daily_loss" in failed.stderr
-    assert cli_json(gateway.home, "policy", "show", key_id)["version"] == 2
+    shown = cli_json(gateway.home, "policy", "show", key_id)
+    assert shown["version"] == 2 and [h["version"] for h in shown["history"]] == [1, 2]
+    assert all("cli" in h["actor"] for h in shown["history"])
     assert order(gateway, "pol", "6").body["error"]["reason"] == "MAX_ORDER_QUANTITY"
 
     changes = [e["data"] for e in gateway.ledger_entries() if e["kind"] == "policy.changed"]
