@@ -6,26 +6,29 @@ import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion.clock import FakeClock
-from bastion.config import RateLimitSettings, ShieldSettings
+from bastion.config import FraudSettings, RateLimitSettings, ShieldSettings
 from bastion.crypto import keys as keyfmt
 from bastion.crypto.httpsig import sign_request
 from bastion.domain.principals import Scope
+from bastion.fraud.engine import FraudEngine
 from bastion.pipeline.context import RequestContext
+from bastion.pipeline.fraud import FraudCheck, FraudMarket
 from bastion.pipeline.ratelimit import RateLimit
 from bastion.pipeline.shield import Shield
 from bastion.ports import Clock, KeyRecord, Ledger, MarketData
 from bastion.risk.book import ExposureBook
 from bastion.risk.engine import RiskEngine
 from bastion.schema import ROUTES
+from bastion.state.fraud import FraudMemory
 from bastion.state.policies import PolicyCache
 from bastion.state.ratelimit import MemoryRateStore
 from bastion.state.trading import TradingStates
-from bastion.store.memory import MemoryLedger
+from bastion.store.memory import MemoryFraudStore, MemoryLedger
 
 ROUTE = {r.name: r for r in ROUTES}
 ALL_SCOPES = frozenset(Scope)
@@ -145,13 +148,31 @@ def dec(text: str) -> Decimal:
     return Decimal(text)
 
 
+class _NoLiquidity:
+    """A market that states no liquidity (the fraud stage's illiquid rule then stays silent)."""
+
+    def __init__(self, market: MarketData) -> None:
+        self.instrument = market.instrument
+        self.quote = market.quote
+
+    def liquidity(self, symbol: str) -> Decimal | None:
+        return None
+
+
 def risk_parts(
     market: MarketData, clock: Clock | None = None, ledger: Ledger | None = None
 ) -> dict[str, Any]:
     """The shield's and risk stage's parts for ``build_stages``: default limits, no policies,
     every state active."""
     policies = PolicyCache()
+    fraud_market = market if hasattr(market, "liquidity") else _NoLiquidity(market)
     return {
+        "fraud": FraudCheck(
+            FraudEngine(FraudSettings()),
+            FraudMemory(MemoryFraudStore()),
+            cast(FraudMarket, fraud_market),
+            clock or FakeClock(),
+        ),
         "risk": RiskEngine(ExposureBook(), market),
         "policies": policies,
         "trading_states": TradingStates(),

@@ -260,14 +260,24 @@ def serve(
 
 
 @accounts_app.command("create")
-def accounts_create(name: str, home: Home = None, as_json: Json = False) -> None:
+def accounts_create(
+    name: str,
+    owner: Annotated[
+        str | None,
+        typer.Option("--owner", help="Who holds it; orders between one owner's accounts are refused"),
+    ] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
     """Create an account on the paper venue, funded with demo balances."""
     try:
-        _with_services(_home(home), lambda s: s.create_account(name))
+        _with_services(_home(home), lambda s: s.create_account(name, owner))
     except BastionError as exc:
         _fail(str(exc), as_json)
     _emit(
-        as_json, {"account": name, "created": True}, f"account {name} created and funded on the paper venue"
+        as_json,
+        {"account": name, "owner": owner or name, "created": True},
+        f"account {name} (owner {owner or name}) created and funded on the paper venue",
     )
 
 
@@ -961,3 +971,9 @@ def ledger_public_key(home: Home = None) -> None:
         typer.echo(_with_services(_home(home), run).decode(), nl=False)
     except BastionError as exc:
         _fail(str(exc), False)
+
+
+from bastion import cli_oversight as _oversight  # noqa: E402 - its commands join the app defined above
+
+app.add_typer(_oversight.alerts_app, name="alerts")
+app.add_typer(_oversight.fraud_app, name="fraud")

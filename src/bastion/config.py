@@ -155,6 +155,152 @@ class LogSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ConfigError("log.level must be debug, info, warning or error")
 
 
+class FraudSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Thresholds of the fraud stage's rules and how their points combine (docs/fraud.md).
+
+    Each rule that fires adds its points; the learned model adds up to ``model_weight``; the
+    total picks the action.  There is no setting that turns the stage off."""
+
+    ipv4_prefix: int = 24  # an address's "network" for the new-network rule
+    ipv6_prefix: int = 48
+    new_network_points: float = 0.6
+    new_address_points: float = 0.2  # a new address inside a network the key already used
+    fresh_key_seconds: float = 600.0  # created or rotated this recently: a new network weighs more
+    fresh_key_points: float = 0.5
+    illiquid_below: str = "1000000"  # a typical 24-hour volume, in the quote currency
+    illiquid_first_orders: int = 3  # a key's first orders in an illiquid symbol
+    illiquid_points: float = 0.5
+    price_alert_bps: int = 500  # an aggressive price this far from the reference
+    price_alert_points: float = 0.5
+    price_far_bps: int = 2_000
+    price_far_points: float = 1.0
+    burst_window_seconds: float = 10.0
+    burst_min_orders: int = 3
+    burst_factor: float = 5.0  # times the key's own baseline rate (or notional) in the window
+    burst_warmup_orders: int = 20
+    burst_points: float = 1.0
+    notional_factor: float = 8.0  # one order this many times the key's usual notional
+    notional_points: float = 0.6
+    spoof_window_seconds: float = 600.0
+    fast_cancel_seconds: float = 2.0
+    spoof_min_fast_cancels: int = 2
+    spoof_fast_cancel_ratio: float = 0.8
+    spoof_baseline_max: float = 0.3  # keys that fast-cancel this often normally are judged by ratios
+    spoof_points: float = 1.5
+    ratio_min_orders: int = 50
+    unfilled_ratio: float = 0.99
+    max_order_to_trade: float = 100.0
+    ratio_points: float = 0.5
+    probe_window_seconds: float = 600.0
+    probe_denials: int = 5
+    probe_points: float = 1.5
+    probe_halt_denials: int = 20
+    model_weight: float = 0.4
+    model_warmup_orders: int = 50
+    model_threshold: float = 0.9
+    alert_at: float = 0.5
+    hold_at: float = 1.0
+    deny_at: float = 1.5
+    halt_at: float = 2.5
+
+    def __post_init__(self) -> None:
+        from decimal import Decimal, InvalidOperation
+
+        def bad(message: str) -> ConfigError:
+            return ConfigError(f"fraud.{message}")
+
+        if not 8 <= self.ipv4_prefix <= 32 or not 16 <= self.ipv6_prefix <= 128:
+            raise bad("ipv4_prefix must be 8..32 and ipv6_prefix 16..128")
+        try:
+            if Decimal(self.illiquid_below) < 0:
+                raise bad("illiquid_below must not be negative")
+        except InvalidOperation:
+            raise bad("illiquid_below must be a decimal number") from None
+        points = [name for name in self.__struct_fields__ if name.endswith(("_points", "_weight"))]
+        for name in points:
+            if not 0 <= getattr(self, name) <= 10:
+                raise bad(f"{name} must be 0..10")
+        if not 0 < self.alert_at <= self.hold_at <= self.deny_at <= self.halt_at <= 100:
+            raise bad("thresholds must rise: 0 < alert_at <= hold_at <= deny_at <= halt_at")
+        if not 0 < self.price_alert_bps <= self.price_far_bps <= 100_000:
+            raise bad("price_alert_bps must be positive and at most price_far_bps")
+        for name in (
+            "fresh_key_seconds",
+            "burst_window_seconds",
+            "spoof_window_seconds",
+            "fast_cancel_seconds",
+            "probe_window_seconds",
+        ):
+            if not 0 < getattr(self, name) <= 86_400:
+                raise bad(f"{name} must be in (0, 86400]")
+        counts = (
+            "illiquid_first_orders",
+            "burst_min_orders",
+            "burst_warmup_orders",
+            "spoof_min_fast_cancels",
+        )
+        for name in (*counts, "ratio_min_orders", "probe_denials", "model_warmup_orders"):
+            if not 1 <= getattr(self, name) <= 1_000_000:
+                raise bad(f"{name} must be at least 1")
+        if self.probe_halt_denials < self.probe_denials:
+            raise bad("probe_halt_denials must be at least probe_denials")
+        if self.burst_factor < 1 or self.notional_factor < 1 or self.max_order_to_trade < 1:
+            raise bad("burst_factor, notional_factor and max_order_to_trade must be at least 1")
+        ratios = (
+            self.spoof_fast_cancel_ratio,
+            self.spoof_baseline_max,
+            self.unfilled_ratio,
+            self.model_threshold,
+        )
+        if not all(0 < r <= 1 for r in ratios):
+            raise bad("ratios and model_threshold must be in (0, 1]")
+
+
+class AlertSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Alert delivery (docs/alerts.md).  Sinks themselves are added with ``bastion alerts add``."""
+
+    # Private, loopback or link-local targets a sink added with --allow-private-network may use.
+    # Cloud metadata addresses are refused whatever this says.
+    allowed_private_networks: list[str] = msgspec.field(default_factory=list)
+    dedupe_seconds: float = 60.0  # the same rule, key and action within this: sent once
+    max_per_window: int = 5  # per rule and key
+    window_seconds: float = 600.0
+    attempts: int = 4  # per sink, with exponential backoff
+    backoff_seconds: float = 0.2
+    timeout_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        try:
+            for cidr in self.allowed_private_networks:
+                ipaddress.ip_network(cidr)
+        except ValueError:
+            raise ConfigError("alerts.allowed_private_networks must be CIDR blocks") from None
+        checks = (
+            (0 <= self.dedupe_seconds <= 86_400, "dedupe_seconds must be 0..86400"),
+            (1 <= self.max_per_window <= 10_000, "max_per_window must be 1..10000"),
+            (1 <= self.window_seconds <= 86_400, "window_seconds must be 1..86400"),
+            (1 <= self.attempts <= 10, "attempts must be 1..10"),
+            (0 < self.backoff_seconds <= 60, "backoff_seconds must be in (0, 60]"),
+            (0 < self.timeout_seconds <= 60, "timeout_seconds must be in (0, 60]"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"alerts.{message}")
+
+
+class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Who may scrape ``GET /metrics`` (others get a 404, as for any undeclared route)."""
+
+    allowed_networks: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+
+    def __post_init__(self) -> None:
+        try:
+            for cidr in self.allowed_networks:
+                ipaddress.ip_network(cidr)
+        except ValueError:
+            raise ConfigError("metrics.allowed_networks must be addresses or CIDR blocks") from None
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
@@ -164,6 +310,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     paper: PaperSettings = msgspec.field(default_factory=PaperSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     vault: VaultSettings = msgspec.field(default_factory=VaultSettings)
+    fraud: FraudSettings = msgspec.field(default_factory=FraudSettings)
+    alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
 
 
 def load_settings(home: Path) -> Settings:
@@ -250,4 +399,43 @@ file = "logs/bastion.log"
 provider = "keyfile"
 pkcs11_library = ""
 pkcs11_label = "bastion"
+
+[fraud]
+# The fraud stage's rules and how their points combine; docs/fraud.md explains each one.
+# Every rule that fires adds its points; the total picks the action.
+alert_at = 0.5                 # allow, and alert an operator
+hold_at = 1.0                  # refuse with 403 STEP_UP_REQUIRED until an operator confirms
+deny_at = 1.5                  # refuse
+halt_at = 2.5                  # refuse and halt the key (kill switch), cancelling its open orders
+new_network_points = 0.6       # a key used from a network (/24, /48) it never used
+fresh_key_seconds = 600.0      # ... within this long of its creation or rotation:
+fresh_key_points = 0.5         # ... this much more
+illiquid_below = "1000000"     # a typical 24-hour volume in the quote currency
+illiquid_points = 0.5          # a key's first orders in such a symbol
+price_alert_bps = 500          # an aggressive price 5 % from the reference
+price_far_bps = 2000           # ... or 20 %
+burst_window_seconds = 10.0
+burst_factor = 5.0             # orders or notional in the window against the key's own baseline
+spoof_window_seconds = 600.0   # spoofing and layering ratios per key and symbol
+fast_cancel_seconds = 2.0
+probe_window_seconds = 600.0
+probe_denials = 5              # denials of one key in the window: probing
+probe_halt_denials = 20        # ... and the key is halted
+model_weight = 0.4             # the learned per-key baseline adds at most this much
+
+[alerts]
+# Sinks are added with `bastion alerts add`. A sink whose target is private, loopback or
+# link-local needs --allow-private-network AND its address listed here. Metadata addresses
+# (169.254.169.254 and the like) are always refused.
+allowed_private_networks = []
+dedupe_seconds = 60.0
+max_per_window = 5             # alerts per rule and key per window
+window_seconds = 600.0
+attempts = 4
+backoff_seconds = 0.2
+timeout_seconds = 5.0
+
+[metrics]
+# Who may scrape GET /metrics; everyone else gets a 404.
+allowed_networks = ["127.0.0.0/8", "::1/128"]
 """

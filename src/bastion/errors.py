@@ -14,8 +14,11 @@ Exception tree::
     │   └── VenueRejected            the venue refused an order (``reason`` says why)
     ├── PolicyError                  a policy document is invalid; the message names the field
     ├── IdempotencyConflict          a client order id was reused with other parameters
-    └── LedgerError                  the ledger could not be written or read
-        └── LedgerCorrupt            verification found a bad entry (``index`` names the first one)
+    ├── LedgerError                  the ledger could not be written or read
+    │   └── LedgerCorrupt            verification found a bad entry (``index`` names the first one)
+    └── AlertError                   an alert sink is misconfigured or a delivery failed (``retryable``)
+        └── TargetRefused            a sink's target address is refused: private, loopback, link-local
+                                     or metadata (SSRF)
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     ORDER_REJECTED = "ORDER_REJECTED"
     RISK_REJECTED = "RISK_REJECTED"
+    STEP_UP_REQUIRED = "STEP_UP_REQUIRED"
+    SUSPICIOUS_ACTIVITY = "SUSPICIOUS_ACTIVITY"
     RATE_LIMITED = "RATE_LIMITED"
     BANNED = "BANNED"
     REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
@@ -54,6 +59,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.ORDER_REJECTED: 422,
     ErrorCode.RISK_REJECTED: 422,
+    ErrorCode.STEP_UP_REQUIRED: 403,
+    ErrorCode.SUSPICIOUS_ACTIVITY: 403,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.BANNED: 429,
     ErrorCode.REQUEST_TIMEOUT: 408,
@@ -75,6 +82,10 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: "The request body must be application/json.",
     ErrorCode.ORDER_REJECTED: "The order was rejected.",
     ErrorCode.RISK_REJECTED: "The order was refused by a risk limit or the trading state.",
+    ErrorCode.STEP_UP_REQUIRED: "The order is held until an operator confirms it; retry it with the same "
+    "client_order_id once confirmed.",
+    ErrorCode.SUSPICIOUS_ACTIVITY: "The request was refused by the gateway's fraud controls; an operator "
+    "has been alerted.",
     ErrorCode.RATE_LIMITED: "Too many requests; retry after the time in Retry-After.",
     ErrorCode.BANNED: "Too many failed attempts; this address is blocked for the time in Retry-After.",
     ErrorCode.REQUEST_TIMEOUT: "The request was not received in time.",
@@ -134,3 +145,20 @@ class LedgerCorrupt(LedgerError):
         super().__init__(f"ledger entry {index}: {why}")
         self.index = index
         self.why = why
+
+
+class AlertError(BastionError):
+    """An alert sink is misconfigured or a delivery failed.  ``retryable`` says whether sending
+    the same alert again may succeed (a timeout or a 5xx) or not (a 4xx, a refused target)."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class TargetRefused(AlertError):
+    """A sink's target address is refused: private, loopback, link-local or metadata (SSRF).
+    Never retryable; the message names the host or address, never a URL's path or query."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)

@@ -220,3 +220,51 @@ class PendingEntry:
 
 class RowConflict(Exception):
     """Raised by a row write that found its unique key taken and wrote nothing."""
+
+
+class HoldStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+
+@dataclass(slots=True)
+class HoldRecord:
+    """An order the fraud stage held until an operator decides (``bastion fraud confirm``)."""
+
+    id: str
+    account: str
+    key_id: str
+    client_order_id: str
+    fingerprint: str
+    score: float
+    rules: tuple[str, ...]
+    reason: str
+    created_at: datetime
+    status: HoldStatus = HoldStatus.PENDING
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+
+
+class FraudStore(Protocol):
+    """What the fraud stage keeps beyond a process: where keys were used, owners, holds."""
+
+    async def sightings(
+        self, *, key_id: str | None = None, account: str | None = None
+    ) -> list[tuple[str, str]]:
+        """(address, network) pairs learned for a key, or for any key of an account."""
+        ...
+
+    async def add_sightings(self, rows: Sequence[tuple[str, str, str, str, datetime]]) -> None:
+        """Store (key_id, account, address, network, first seen); known pairs are kept as they are."""
+        ...
+
+    async def owner(self, account: str) -> str | None: ...
+
+    async def create_hold(
+        self, hold: HoldRecord, entry: tuple[str, Mapping[str, object]] | None = None
+    ) -> None: ...
+
+    async def hold(self, hold_id: str) -> HoldRecord | None: ...
+
+    async def holds(self, *, status: HoldStatus | None = None, limit: int = 100) -> list[HoldRecord]: ...

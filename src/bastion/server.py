@@ -15,7 +15,7 @@ from bastion.config import Settings, ShieldSettings, is_loopback
 from bastion.errors import ConfigError
 from bastion.http.app import create_app
 from bastion.http.protocol import shielded_protocol
-from bastion.pipeline.chain import Pipeline, Stage
+from bastion.pipeline.chain import Stage
 from bastion.services import Services
 from bastion.tls import server_context
 
@@ -44,9 +44,7 @@ def services_lifespan(
 def build_app(services: Services, stages: tuple[Stage, ...] | None = None) -> ASGIApp:
     """The ASGI app.  ``stages`` defaults to the production chain; no setting reaches it."""
     lifespan = services_lifespan(services)
-    pipeline = Pipeline(
-        stages if stages is not None else services.stages(), services.ledger, services.personal
-    )
+    pipeline = services.pipeline(stages)
     return create_app(
         pipeline=pipeline,
         ledger=services.ledger,
@@ -59,6 +57,8 @@ def build_app(services: Services, stages: tuple[Stage, ...] | None = None) -> AS
         trusted_proxies=services.settings.shield.trusted_proxies,
         health=services.health,
         personal=services.personal,
+        metrics=services.metrics.render,
+        metrics_networks=services.settings.metrics.allowed_networks,
     )
 
 

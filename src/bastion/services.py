@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +20,8 @@ import msgspec
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from bastion.alerts.alert import Alert
+from bastion.alerts.dispatch import AlertDispatcher
 from bastion.clock import SystemClock
 from bastion.config import Settings
 from bastion.crypto import keys as keyfmt
@@ -30,22 +33,28 @@ from bastion.domain.policy import EMPTY, PolicyDocument, document_from, document
 from bastion.domain.principals import Principal, Scope
 from bastion.domain.trading import Level, TradingState
 from bastion.errors import BastionError, ConfigError, VenueRejected
+from bastion.fraud.engine import Assessment, FraudEngine
 from bastion.injection import inspect_text
 from bastion.ledger.service import LedgerProofs
 from bastion.ledger.signer import load_signer
 from bastion.ledger.writer import LedgerWriter
+from bastion.metrics import Metrics
+from bastion.oversight import Oversight
 from bastion.pipeline.chain import Pipeline, Stage, build_stages
+from bastion.pipeline.fraud import FraudCheck
 from bastion.pipeline.ratelimit import RateLimit
 from bastion.pipeline.shield import Shield, ended_facts
 from bastion.ports import Clock, KeyRecord, OrderRecord, OrderState, RowConflict
 from bastion.risk.book import ExposureBook
 from bastion.risk.engine import RiskEngine
+from bastion.state.fraud import FraudMemory
 from bastion.state.memory import MemoryNonceStore
 from bastion.state.policies import PolicyCache, account_subject, key_subject
 from bastion.state.ratelimit import MemoryRateStore, RateStore, RedisRateStore
 from bastion.state.trading import TradingStates
 from bastion.state.usage import KeyUsageRecorder
 from bastion.store.db import Database, sqlite_url
+from bastion.store.fraud_repos import SqlAlertSinks, SqlFraudStore
 from bastion.store.repos import (
     CredentialRow,
     SqlAccounts,
@@ -72,6 +81,17 @@ HSM_PIN_ENV = "BASTION_HSM_PIN"
 PASSPHRASE_ENV = "BASTION_MASTER_PASSPHRASE"  # noqa: S105 - the variable's name, not its value
 log = structlog.get_logger("bastion.services")
 STATE_WATCH_SECONDS = 1.0  # how often a server re-reads stored policies and trading states
+LEARN_SECONDS = 0.05  # how often the fraud model learns what the stage queued
+
+
+def _tree_size(store: SqlLedgerStore) -> int:
+    head = store.tree_head()
+    return 0 if head is None else head[0]
+
+
+def _delivered(metrics: Metrics, alert: Alert, seconds: float) -> None:
+    metrics.alerts.labels(alert.rule, "delivered").inc()
+    metrics.alert_latency.observe(seconds)
 
 
 def open_token(settings: Settings, environ: Mapping[str, str]) -> TokenKeys | None:
@@ -118,9 +138,18 @@ class Services:
     rate_store: RateStore
     rate_fallback: MemoryRateStore
     personal: SubjectKeys
+    fraud_store: SqlFraudStore
+    fraud_memory: FraudMemory
+    fraud_engine: FraudEngine
+    alerts: AlertDispatcher
+    oversight: Oversight
+    metrics: Metrics
     token: TokenKeys | None = None
     passphrase: bytes | None = dataclasses.field(default=None, repr=False)
     _watch: asyncio.Task[None] | None = dataclasses.field(default=None, repr=False)
+    _learn: asyncio.Task[None] | None = dataclasses.field(default=None, repr=False)
+    _fraud_stage: FraudCheck | None = dataclasses.field(default=None, repr=False)
+    _tasks: set[asyncio.Task[Any]] = dataclasses.field(default_factory=set, repr=False)
     _policy_reload: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
@@ -153,6 +182,24 @@ class Services:
             if limits.backend == "redis"
             else MemoryRateStore(clock)
         )
+        trading = TradingStates()
+        shield = Shield(settings.shield, clock, ledger)
+        fraud_store = SqlFraudStore(db, ledger)
+        fraud_memory = FraudMemory(fraud_store)
+        metrics = Metrics(
+            trading, ledger_size=lambda: _tree_size(ledger_store), in_flight=lambda: shield.in_flight
+        )
+        a = settings.alerts
+        dispatcher = AlertDispatcher(
+            clock,
+            dedupe_seconds=a.dedupe_seconds,
+            max_per_window=a.max_per_window,
+            window_seconds=a.window_seconds,
+            attempts=a.attempts,
+            backoff_seconds=a.backoff_seconds,
+            on_delivered=lambda alert, sink, seconds: _delivered(metrics, alert, seconds),
+            on_failed=lambda alert, sink, why: metrics.alerts.labels(alert.rule, "failed").inc(),
+        )
         services = cls(
             home=home,
             settings=settings,
@@ -171,16 +218,33 @@ class Services:
             policy_store=SqlPolicyStore(db, ledger),
             state_store=SqlTradingStateStore(db, ledger),
             policies=PolicyCache(reload=lambda: services.reload_policies()),
-            trading=TradingStates(),
+            trading=trading,
             risk=RiskEngine(ExposureBook(), venue),
-            shield=Shield(settings.shield, clock, ledger),
+            shield=shield,
             rate_store=rate_store,
             rate_fallback=MemoryRateStore(clock),
             personal=SubjectKeys(SqlSubjectKeys(db), key_secrets.ring),
+            fraud_store=fraud_store,
+            fraud_memory=fraud_memory,
+            fraud_engine=FraudEngine(settings.fraud),
+            alerts=dispatcher,
+            oversight=Oversight(
+                a,
+                clock,
+                lambda: services.key_secrets.ring,
+                SqlAlertSinks(db, ledger),
+                fraud_store,
+                fraud_memory,
+                dispatcher,
+                ledger,
+            ),
+            metrics=metrics,
             token=token,
             passphrase=passphrase,
         )
         venue.subscribe(services.on_venue_order)
+        venue.subscribe(services.fraud_engine.on_venue_order)
+        venue.subscribe(metrics.on_venue_order)
         return services
 
     def on_venue_order(self, account: str, order: VenueOrder) -> None:
@@ -202,6 +266,7 @@ class Services:
         await self.venue.start()
         await self.reload_policies()
         await self.reload_trading_states()
+        await self.fraud_memory.start(flush_loop=False)
 
     async def reload_trading_states(self) -> None:
         # into the object the risk stage already holds: it must never be replaced
@@ -216,6 +281,19 @@ class Services:
         a watch on stored policies and trading states (changes this process was not told of)."""
         await self._rebuild_book()
         self._watch = asyncio.create_task(self._watch_state(), name="policy-watch")
+        self._learn = asyncio.create_task(self._learn_loop(), name="fraud-learning")
+        await self.fraud_memory.start_flushing()
+        await self.oversight.reload_sinks()
+        await self.alerts.start()
+
+    async def _learn_loop(self) -> None:
+        """The fraud model learns here, off the request path (scoring stays inline)."""
+        while True:
+            await asyncio.sleep(LEARN_SECONDS)
+            try:
+                self.fraud_engine.baselines.learn_pending()
+            except Exception:
+                log.exception("fraud_learning_failed")
 
     async def _watch_state(self) -> None:
         stamp = await self.policy_store.stamp()
@@ -263,11 +341,14 @@ class Services:
     async def close(self) -> None:
         if isinstance(self.rate_store, RedisRateStore):
             await self.rate_store.close()
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        for task in (self._watch, self._learn, *self._tasks):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watch = self._learn = None
+        await self.alerts.close()
+        await self.fraud_memory.close()
         await self.key_usage.close()
         await self.ledger.close()
         await self.db.close()
@@ -292,21 +373,80 @@ class Services:
             proofs=LedgerProofs(self.ledger, self.ledger_store),
             key_secrets=self.key_secrets,
             key_usage=self.key_usage,
+            fraud=self.fraud_stage(),
         )
 
-    def pipeline(self) -> Pipeline:
-        return Pipeline(self.stages(), self.ledger, self.personal)
+    def fraud_stage(self) -> FraudCheck:
+        """The one fraud stage of this process (its observer sees every verdict)."""
+        if self._fraud_stage is None:
+            self._fraud_stage = FraudCheck(
+                self.fraud_engine,
+                self.fraud_memory,
+                self.venue,
+                self.clock,
+                alert=self.submit_alert,
+                halt=self.fraud_halt,
+                on_decision=self._count_decision,
+            )
+        return self._fraud_stage
+
+    def pipeline(self, stages: tuple[Stage, ...] | None = None) -> Pipeline:
+        return Pipeline(
+            stages if stages is not None else self.stages(),
+            self.ledger,
+            self.personal,
+            observers=(self.fraud_stage().observe,),
+            timer=self.metrics,
+            clock=time.perf_counter,
+        )
+
+    def _count_decision(self, assessment: Assessment) -> None:
+        self.metrics.fraud.labels(assessment.action.value).inc()
+        for signal in assessment.signals:
+            self.metrics.fraud_rules.labels(signal.rule).inc()
+
+    def submit_alert(self, alert: Alert) -> bool:
+        queued = self.alerts.submit(alert)
+        self.metrics.alerts.labels(alert.rule, "submitted" if queued else "suppressed").inc()
+        return queued
+
+    def fraud_halt(self, key_id: str, reason: str) -> None:
+        """The fraud stage halts a key: in force at once here, then stored, recorded, and the
+        key's open orders cancelled."""
+        self.trading.set(Level.KEY, key_id, TradingState.HALTED)
+        task = asyncio.get_running_loop().create_task(
+            self.set_trading_state(
+                Level.KEY, key_id, TradingState.HALTED, cancel_open=True, actor=f"fraud: {reason}"[:128]
+            ),
+            name=f"fraud-halt-{key_id}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._halt_done)
+
+    def _halt_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("fraud_halt_not_stored", error=type(task.exception()).__name__)
 
     # -- operator actions (CLI) -----------------------------------------------------------
-    async def create_account(self, name: str) -> None:
-        if ACCOUNT_NAME.fullmatch(name) is None:
-            raise ConfigError(
-                "account names are 1-63 of a-z, 0-9, '_' and '-', starting with a letter or digit"
-            )
+    async def create_account(self, name: str, owner: str | None = None) -> None:
+        """An account; ``owner`` groups accounts one person or firm holds (self-match
+        prevention refuses orders that would trade between them).  By default its own owner."""
+        for value in (name, owner or name):
+            if ACCOUNT_NAME.fullmatch(value) is None:
+                raise ConfigError(
+                    "account and owner names are 1-63 of a-z, 0-9, '_' and '-', "
+                    "starting with a letter or digit"
+                )
         if not await self.accounts.create(name, self.clock.now()):
             raise ConfigError(f"account {name!r} already exists")
+        if owner is not None and owner != name:
+            await self.fraud_store.set_owner(name, owner)
+        self.fraud_memory.set_owner(name, owner or name)
         await self.venue.create_account(name)
-        await self.ledger.append("account.created", {"account": name, "venue": self.venue.name})
+        await self.ledger.append(
+            "account.created", {"account": name, "owner": owner or name, "venue": self.venue.name}
+        )
 
     async def create_key(
         self,
@@ -406,6 +546,7 @@ class Services:
         if old.expires_at is not None:
             old_ends = min(old_ends, old.expires_at)
         await self.keys.rotate(old, new, old_ends)
+        await self.fraud_store.copy_sightings(old.key_id, new.key_id, now)  # where the old key was used
         storage = "sealed by the vault" if sealed is not None else None
         await self.ledger.append(
             "key.rotated",
@@ -532,6 +673,8 @@ class Services:
         subject = account_subject(name)
         await self.personal.erase(subject, now)
         await self.keys.forget_usage(name)  # the last-use addresses outside the ledger go too
+        await self.fraud_store.forget(name)  # and where its keys were used, for the fraud stage
+        self.fraud_memory.forget_account(name)
         await self.ledger.append("subject.erased", {"subject": subject, "keys_revoked": revoked})
         return {"account": name, "subject": subject, "keys_revoked": revoked}
 
@@ -696,6 +839,8 @@ class Services:
         if op == "reload_policies":
             await self.reload_policies()
             return {}
+        if op == "reload_alerts":
+            return {"sinks": await self.oversight.reload_sinks()}
         if op == "forget_subject":
             self.personal.forget(str(request.get("subject") or ""))
             return {}

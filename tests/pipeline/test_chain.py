@@ -16,7 +16,17 @@ from tests.support import Req, context, risk_parts
 
 
 def test_the_declared_order_is_cheapest_first() -> None:
-    assert STAGE_ORDER == ("shield", "firewall", "authn", "replay", "ratelimit", "authz", "risk", "forward")
+    assert STAGE_ORDER == (
+        "shield",
+        "firewall",
+        "authn",
+        "replay",
+        "ratelimit",
+        "authz",
+        "risk",
+        "fraud",
+        "forward",
+    )
     rig = Rig()
     stages = build_stages(
         keys=MemoryKeyStore(),

@@ -33,6 +33,7 @@ class Hold:
 
     stage: str
     reason: str
+    hold_id: str | None = None  # what the operator confirms (``bastion fraud confirm``)
 
 
 ALLOW = Allow()

@@ -1,13 +1,15 @@
 """The Starlette application.
 
-Only the routes in :data:`bastion.schema.ROUTES` exist, plus ``/healthz`` and
-``/openapi.json``; anything else is a structured 404 or 405, recorded in the ledger like any
+Only the routes in :data:`bastion.schema.ROUTES` exist, plus ``/healthz``, ``/openapi.json``
+and ``/metrics`` (this one only for the addresses in ``metrics.allowed_networks``; a 404 for
+everyone else); anything else is a structured 404 or 405, recorded in the ledger like any
 other refusal.  Bodies are read up to the cap and no further.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,9 +28,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bastion.domain.instruments import Instrument
 from bastion.domain.orders import Balance, Ticker
 from bastion.domain.principals import Scope as KeyScope
-from bastion.domain.verdict import Allow, Deny, Verdict
+from bastion.domain.verdict import Allow, Deny, Hold, Verdict
 from bastion.errors import HTTP_STATUS, MESSAGES, ErrorCode
 from bastion.http.forwarded import client_of, parse_networks
+from bastion.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bastion.openapi import build_openapi
 from bastion.pipeline.chain import Pipeline, Stage
 from bastion.pipeline.context import RequestContext
@@ -80,6 +83,14 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _in_networks(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks if ip.version == net.version)
 
 
 def new_request_id() -> str:
@@ -179,6 +190,8 @@ def create_app(
     trusted_proxies: Sequence[str] = (),
     health: Callable[[], tuple[str, dict[str, str]]] | None = None,
     personal: SubjectKeys | None = None,
+    metrics: Callable[[], bytes] | None = None,
+    metrics_networks: Sequence[str] = ("127.0.0.0/8", "::1/128"),
 ) -> ASGIApp:
     if max_body_bytes < 1024:
         raise ValueError("max_body_bytes must be at least 1024")
@@ -186,6 +199,7 @@ def create_app(
         raise ValueError("body_timeout must be positive")
     openapi_bytes = _encode(build_openapi())
     trusted = parse_networks(trusted_proxies)
+    scrapers = parse_networks(metrics_networks)
     edge_pipeline = Pipeline(
         (shield, EdgeRefusal()) if shield is not None else (EdgeRefusal(),), ledger, personal
     )
@@ -246,6 +260,8 @@ def create_app(
             response = error_response(
                 verdict.code, ctx.request_id, verdict.public_reason, verdict.retry_after
             )
+        elif isinstance(verdict, Hold):
+            response = error_response(ErrorCode.STEP_UP_REQUIRED, ctx.request_id, verdict.hold_id)
         else:
             response = error_response(ErrorCode.FORBIDDEN, ctx.request_id)
         if ctx.response_headers:
@@ -259,6 +275,13 @@ def create_app(
 
     async def openapi(request: Request) -> Response:
         return Response(openapi_bytes, media_type="application/json")
+
+    async def metrics_endpoint(request: Request) -> Response:
+        client = request.scope.get("client") or ("", 0)
+        address, _ = client_of(str(client[0]), _headers(request), trusted)
+        if metrics is None or not _in_networks(address, scrapers):
+            raise HTTPException(404)  # answered and recorded like any undeclared route
+        return Response(metrics(), media_type=METRICS_CONTENT_TYPE)
 
     async def edge_refusal(request: Request, exc: Exception) -> Response:
         """An undeclared route or method: through the shield (floods of them are limited like
@@ -284,6 +307,7 @@ def create_app(
     routes += [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     handlers: dict[Any, Any] = {HTTPException: edge_refusal, Exception: server_error}
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)

@@ -114,6 +114,7 @@ class Authenticate:
         except ValueError:
             return _deny("stored public key unusable")
         ctx.principal = Principal(key.key_id, key.account, key.scopes)
+        ctx.key = key
         if self._usage is not None:
             self._usage.touch(key.key_id, ctx.client_ip, now)
         return ALLOW

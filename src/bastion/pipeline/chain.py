@@ -2,12 +2,12 @@
 
 Stages run cheapest first so floods of bad requests are dropped before expensive work:
 
-    shield → firewall → authn → replay → ratelimit → authz → risk → forward
+    shield → firewall → authn → replay → ratelimit → authz → risk → fraud → forward
 
-(ARCHITECTURE §2 names the full chain; fraud joins it in
-their own issues, in the places that order gives them.)  Every verdict, allowed or denied,
-is appended to the ledger before the caller gets an answer.  A stage that raises denies
-with ``INTERNAL_ERROR``: the gateway fails closed.
+Every verdict, allowed or denied, is appended to the ledger before the caller gets an
+answer.  A stage that raises denies with ``INTERNAL_ERROR``: the gateway fails closed.
+After the entry is durable, the request's ``recorded`` callbacks get its index (alerts cite
+it) and the observers see the verdict (metrics; the fraud stage's probing rule).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar, Protocol
 
 import structlog
@@ -27,6 +27,7 @@ from bastion.pipeline.authz import Authorize
 from bastion.pipeline.context import RequestContext
 from bastion.pipeline.firewall import Firewall
 from bastion.pipeline.forward import Forward
+from bastion.pipeline.fraud import FraudCheck
 from bastion.pipeline.ratelimit import RateLimit
 from bastion.pipeline.replay import ReplayGuard
 from bastion.pipeline.risk import RiskCheck
@@ -48,7 +49,7 @@ from bastion.state.trading import TradingStates
 from bastion.vault.subjects import SubjectKeys
 
 _RECEIPTED = frozenset({"place_order", "cancel_order"})
-STAGE_ORDER = ("shield", "firewall", "authn", "replay", "ratelimit", "authz", "risk", "forward")
+STAGE_ORDER = ("shield", "firewall", "authn", "replay", "ratelimit", "authz", "risk", "fraud", "forward")
 MAX_RECORDED_PATH = 512
 
 log = structlog.get_logger("bastion.pipeline")
@@ -58,6 +59,16 @@ class Stage(Protocol):
     name: ClassVar[str]
 
     async def __call__(self, ctx: RequestContext) -> Verdict: ...
+
+
+Observer = Callable[[RequestContext, Verdict, int | None], None]
+"""Sees every request's verdict and its ledger index once the entry is durable."""
+
+
+class StageTimer(Protocol):
+    def stage_done(self, stage: str, seconds: float) -> None: ...
+
+    def request_done(self, ctx: RequestContext, verdict: Verdict, seconds: float) -> None: ...
 
 
 def build_stages(
@@ -78,6 +89,7 @@ def build_stages(
     proofs: LedgerProofs | None = None,
     key_secrets: KeySecrets | None = None,
     key_usage: KeyUsage | None = None,
+    fraud: FraudCheck,
 ) -> tuple[Stage, ...]:
     """The production chain, in :data:`STAGE_ORDER`."""
     stages: tuple[Stage, ...] = (
@@ -88,6 +100,7 @@ def build_stages(
         ratelimit,
         Authorize(orders, policies),
         RiskCheck(risk, policies, trading_states, orders, clock),
+        fraud,
         Forward(orders, venue, ledger, clock, venue_timeout_seconds, proofs),
     )
     assert tuple(s.name for s in stages) == STAGE_ORDER  # noqa: S101 - guards the declaration above
@@ -105,20 +118,40 @@ def request_digest(ctx: RequestContext) -> str:
 
 
 class Pipeline:
-    def __init__(self, stages: Sequence[Stage], ledger: Ledger, personal: SubjectKeys | None = None) -> None:
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        ledger: Ledger,
+        personal: SubjectKeys | None = None,
+        *,
+        observers: Sequence[Observer] = (),
+        timer: StageTimer | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         if not stages:
             raise ValueError("a pipeline needs at least its forward stage")
+        if (timer is None) != (clock is None):
+            raise ValueError("a stage timer needs a monotonic clock, and a clock a timer")
         self.stages = tuple(stages)
         self._ledger = ledger
         self._personal = personal  # seals the client's address in entries, per subject
+        self._observers = tuple(observers)
+        self._timer = timer
+        self._monotonic = clock
 
     async def run(self, ctx: RequestContext) -> Verdict:
         verdict: Verdict = ALLOW
         current = self.stages[0].name
+        timer, monotonic = self._timer, self._monotonic
+        started = last = monotonic() if monotonic is not None else 0.0
         try:
             for stage in self.stages:
                 current = stage.name
                 verdict = await stage(ctx)
+                if timer is not None and monotonic is not None:
+                    now = monotonic()
+                    timer.stage_done(current, now - last)
+                    last = now
                 if not isinstance(verdict, Allow):
                     break
         except Exception as exc:  # fail closed; the detail goes to the log and the ledger
@@ -145,11 +178,24 @@ class Pipeline:
                 data["client_ip"] = "[unavailable]"
         entry = self._ledger.enqueue("request", data)
         written = await asyncio.gather(*ctx.pending, entry)
+        index = written[-1]
+        for callback in ctx.recorded:
+            try:
+                callback(index)
+            except Exception:
+                log.exception("recorded_callback_failed", request_id=ctx.request_id)
+        for observe in self._observers:
+            try:
+                observe(ctx, verdict, index)
+            except Exception:
+                log.exception("observer_failed", request_id=ctx.request_id)
         if isinstance(verdict, Allow) and ctx.route.name in _RECEIPTED:
             try:
-                ctx.receipt = await self._ledger.receipt(written[-1])
+                ctx.receipt = await self._ledger.receipt(index)
             except Exception:  # the order stands and is recorded; a retry returns it with a receipt
                 log.exception("receipt_failed", request_id=ctx.request_id)
+        if timer is not None and monotonic is not None:
+            timer.request_done(ctx, verdict, monotonic() - started)
         return verdict
 
     @staticmethod
@@ -187,7 +233,7 @@ class Pipeline:
         elif isinstance(verdict, Deny):
             entry.update(verdict="deny", stage=verdict.stage, code=verdict.code.value, reason=verdict.reason)
         elif isinstance(verdict, Hold):
-            entry.update(verdict="hold", stage=verdict.stage, reason=verdict.reason)
+            entry.update(verdict="hold", stage=verdict.stage, reason=verdict.reason, hold_id=verdict.hold_id)
         if ctx.outcome:
             entry["outcome"] = dict(ctx.outcome)
         return entry

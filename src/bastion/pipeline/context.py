@@ -9,7 +9,7 @@ from datetime import datetime
 from bastion.crypto.httpsig import ParsedSignature, RequestView
 from bastion.domain.principals import Principal
 from bastion.domain.verdict import Verdict
-from bastion.ports import OrderRecord
+from bastion.ports import KeyRecord, OrderRecord
 from bastion.schema import RouteSpec
 
 
@@ -34,6 +34,7 @@ class RequestContext:
     query_params: object | None = None
     signature: ParsedSignature | None = None
     principal: Principal | None = None
+    key: KeyRecord | None = None  # the authenticated key's record (its creation time, for fraud)
     order: OrderRecord | None = None
     status: int = 200
     result: object | None = None
@@ -46,6 +47,8 @@ class RequestContext:
     signature_base: bytes | None = None
     # Order answers: the ledger receipt of the request's entry (ledger/heads.py).
     receipt: dict[str, object] | None = None
+    # Called with the index of the request's ledger entry once it is durable (alerts cite it).
+    recorded: list[Callable[[int], None]] = field(default_factory=list)
     # Headers a stage adds to the answer (rate-limit state, for example).
     response_headers: dict[str, str] = field(default_factory=dict)
 

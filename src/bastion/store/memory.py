@@ -5,12 +5,22 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Awaitable, Mapping, Sequence
+from datetime import datetime
 
 from bastion.errors import LedgerError
 from bastion.ledger.chain import GENESIS, make_entry
 from bastion.ledger.heads import SignedTreeHead
 from bastion.ledger.merkle import MemoryTree
-from bastion.ports import KeyRecord, LedgerRow, OrderRecord, PendingEntry, RowConflict, RowWrite
+from bastion.ports import (
+    HoldRecord,
+    HoldStatus,
+    KeyRecord,
+    LedgerRow,
+    OrderRecord,
+    PendingEntry,
+    RowConflict,
+    RowWrite,
+)
 
 
 class MemoryKeyStore:
@@ -150,3 +160,43 @@ class MemoryLedgerStore:
             entry.leaf = self.tree.node(0, row.index)
             prev = row.hash
         self.batches.append(len(entries))
+
+
+class MemoryFraudStore:
+    """``ports.FraudStore`` in memory, for tests and tools."""
+
+    def __init__(self, owners: Mapping[str, str] | None = None) -> None:
+        self.rows: dict[
+            tuple[str, str], tuple[str, str, datetime]
+        ] = {}  # (key, address) -> (account, network, at)
+        self.owners = dict(owners or {})
+        self.held: dict[str, HoldRecord] = {}
+
+    async def sightings(
+        self, *, key_id: str | None = None, account: str | None = None
+    ) -> list[tuple[str, str]]:
+        return [
+            (address, network)
+            for (key, address), (acct, network, _) in self.rows.items()
+            if (key_id is None or key == key_id) and (account is None or acct == account)
+        ]
+
+    async def add_sightings(self, rows: Sequence[tuple[str, str, str, str, datetime]]) -> None:
+        for key_id, account, address, network, at in rows:
+            self.rows.setdefault((key_id, address), (account, network, at))
+
+    async def owner(self, account: str) -> str | None:
+        return self.owners.get(account)
+
+    async def create_hold(
+        self, hold: HoldRecord, entry: tuple[str, Mapping[str, object]] | None = None
+    ) -> None:
+        self.held[hold.id] = copy.copy(hold)
+
+    async def hold(self, hold_id: str) -> HoldRecord | None:
+        found = self.held.get(hold_id)
+        return None if found is None else copy.copy(found)
+
+    async def holds(self, *, status: HoldStatus | None = None, limit: int = 100) -> list[HoldRecord]:
+        found = [copy.copy(h) for h in self.held.values() if status is None or h.status is status]
+        return found[:limit]

@@ -38,6 +38,7 @@ from bastion.ports import (
 from bastion.store.db import Database
 from bastion.store.tables import (
     accounts,
+    alert_sinks,
     api_keys,
     ledger_entries,
     ledger_heads,
@@ -57,6 +58,12 @@ from bastion.vault.rotation import SealedRow
 from bastion.vault.subjects import subject_context
 from bastion.venues.paper.engine import PaperOrder
 from bastion.venues.paper.store import AccountState, Balances
+
+
+def alert_sink_context(sink_id: str) -> SealContext:
+    """What an alert sink's sealed configuration is bound to."""
+    return SealContext("", sink_id, "alert-sink")
+
 
 _encode = msgspec.json.Encoder().encode
 
@@ -894,6 +901,10 @@ class SqlSealedRows:
                 )
                 for r in conn.execute(select(ledger_keys.c.version, ledger_keys.c.sealed_private))
             ]
+            rows += [
+                SealedRow("alert_sinks", r.id, alert_sink_context(r.id), bytes(r.sealed_config))
+                for r in conn.execute(select(alert_sinks.c.id, alert_sinks.c.sealed_config))
+            ]
             return rows
 
         return await self._db.read(run)
@@ -910,6 +921,12 @@ class SqlSealedRows:
                 update(subject_keys)
                 .where(subject_keys.c.subject == row.row_id, subject_keys.c.sealed_key == row.sealed)
                 .values(sealed_key=new)
+            )
+        elif row.table == "alert_sinks":
+            statement = (
+                update(alert_sinks)
+                .where(alert_sinks.c.id == row.row_id, alert_sinks.c.sealed_config == row.sealed)
+                .values(sealed_config=new)
             )
         elif row.table == "ledger_keys":
             statement = (

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -22,6 +23,9 @@ accounts = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("created_us", BigInteger, nullable=False),
+    # Who owns the account (several accounts may share one): self-match prevention refuses
+    # orders that would trade between them.  NULL: the account is its own owner.
+    Column("owner", String(64), nullable=True),
 )
 
 api_keys = Table(
@@ -168,4 +172,47 @@ subject_keys = Table(
     Column("sealed_key", LargeBinary, nullable=True),  # NULL once erased
     Column("created_us", BigInteger, nullable=False),
     Column("erased_us", BigInteger, nullable=True),
+)
+
+# Where each key (and so its account) has been used from: the fraud stage's new-network rule.
+# Deleted with the account's other personal data when it is erased.
+fraud_sightings = Table(
+    "fraud_sightings",
+    metadata,
+    Column("key_id", String(40), primary_key=True),
+    Column("address", String(64), primary_key=True),
+    Column("account", String(64), nullable=False, index=True),
+    Column("network", String(64), nullable=False),
+    Column("first_seen_us", BigInteger, nullable=False),
+)
+
+# Orders the fraud stage held until an operator confirms or rejects them.
+fraud_holds = Table(
+    "fraud_holds",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("client_order_id", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("score", String(32), nullable=False),
+    Column("rules", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("decided_us", BigInteger, nullable=True),
+    Column("decided_by", String(128), nullable=True),
+    UniqueConstraint("account", "client_order_id", "created_us", name="uq_fraud_hold"),
+)
+
+# Alert sinks: the target (a URL may carry a token) and the webhook secret, sealed by the vault.
+alert_sinks = Table(
+    "alert_sinks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("display", String(256), nullable=False),
+    Column("sealed_config", LargeBinary, nullable=False),
+    Column("allow_private", Integer, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
 )

@@ -39,6 +39,7 @@ class Market:
     bars: Sequence[Bar]
     depth: Decimal
     half_spread: Decimal
+    daily_volume: Decimal = ZERO  # typical 24-hour volume in the quote currency; 0: not stated
 
     def __post_init__(self) -> None:
         if not self.bars or self.depth <= ZERO or not ZERO <= self.half_spread < Decimal("0.1"):

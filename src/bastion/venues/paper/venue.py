@@ -31,15 +31,35 @@ class MarketSpec:
     min_notional: str
     depth: str
     half_spread: str
+    daily_volume: str = "0"  # a typical 24-hour volume in the quote currency (what a ticker reports)
+    scale: str = "1"  # every price of the series times this
 
 
-# One crypto pair, one forex pair, one stock, each on its real historical series.
+# One crypto pair, one forex pair, one stock, each on its real historical series; and one thin
+# coin (MEME-USD: the BTCUSD series scaled by 10^-6, about $50,000 traded a day), the kind of
+# market the 2022 3Commas thieves pumped with stolen keys.
 DEFAULT_MARKETS = (
-    MarketSpec("BTC-USD", "BTC", "USD", AssetClass.CRYPTO, "BTCUSD", "0.01", "0.0001", "1", "2", "0.0005"),
     MarketSpec(
-        "EUR-USD", "EUR", "USD", AssetClass.FOREX, "EURUSD", "0.00001", "1", "10", "250000", "0.00005"
+        "BTC-USD", "BTC", "USD", AssetClass.CRYPTO, "BTCUSD", "0.01", "0.0001", "1", "2", "0.0005", "2e10"
     ),
-    MarketSpec("GOOG", "GOOG", "USD", AssetClass.STOCK, "GOOG", "0.01", "1", "1", "200", "0.0005"),
+    MarketSpec(
+        "EUR-USD", "EUR", "USD", AssetClass.FOREX, "EURUSD", "0.00001", "1", "10", "250000", "0.00005", "1e11"
+    ),
+    MarketSpec("GOOG", "GOOG", "USD", AssetClass.STOCK, "GOOG", "0.01", "1", "1", "200", "0.0005", "2e9"),
+    MarketSpec(
+        "MEME-USD",
+        "MEME",
+        "USD",
+        AssetClass.CRYPTO,
+        "BTCUSD",
+        "0.0000001",
+        "1",
+        "1",
+        "2000000",
+        "0.002",
+        "5e4",
+        "0.000001",
+    ),
 )
 DEFAULT_FUNDING = {
     "USD": Decimal(1_000_000),
@@ -65,8 +85,12 @@ def build_markets(
             lot_size=Decimal(spec.lot_size),
             min_notional=Decimal(spec.min_notional),
         )
+        bars = loader(spec.series)
+        scale = Decimal(spec.scale)
+        if scale != 1:
+            bars = [Bar(b.open * scale, b.high * scale, b.low * scale, b.close * scale) for b in bars]
         markets[spec.symbol] = Market(
-            instrument, loader(spec.series), Decimal(spec.depth), Decimal(spec.half_spread)
+            instrument, bars, Decimal(spec.depth), Decimal(spec.half_spread), Decimal(spec.daily_volume)
         )
     return markets
 
@@ -174,6 +198,11 @@ class PaperVenue:
         now = self._clock.now()
         bid, ask, last = self._engine.quote(symbol, to_us(now))
         return Ticker(symbol=symbol, bid=bid, ask=ask, last=last, time=now)
+
+    def liquidity(self, symbol: str) -> Decimal | None:
+        """A typical 24-hour volume in the quote currency (a real venue's 24-hour ticker says)."""
+        market = self._engine.markets.get(symbol)
+        return market.daily_volume if market is not None and market.daily_volume > 0 else None
 
     # -- the Venue port -------------------------------------------------------------------
     async def instruments(self) -> Sequence[Instrument]:
