@@ -38,7 +38,9 @@ def alerts_add(
     smtp: Annotated[
         str | None, typer.Option("--smtp", help="With --email: the SMTP server, HOST:PORT")
     ] = None,
-    sender: Annotated[str, typer.Option("--from", help="With --email: the sender")] = "bastion@localhost",
+    sender: Annotated[
+        str, typer.Option("--from", help="With --email: the sender")
+    ] = "bastion@localhost.localdomain",
     slack: Annotated[
         str | None, typer.Option("--slack", help="A Slack-compatible incoming webhook URL")
     ] = None,

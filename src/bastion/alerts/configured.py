@@ -21,11 +21,11 @@ Kind = Literal["webhook", "email", "slack"]
 class SinkConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     kind: Kind
     url: str = ""
-    secret: str = ""  # webhook only: the HMAC-SHA256 key, hex
+    secret: str = ""  # webhook only: the HMAC-SHA256 key (these characters, as the receiver has them)
     host: str = ""  # e-mail only
     port: int = 25
     to: str = ""
-    sender: str = "bastion@localhost"
+    sender: str = "bastion@localhost.localdomain"
     starttls: Literal["auto", "never", "require"] = "auto"
 
 
@@ -39,7 +39,7 @@ def build_sink(
     if config.kind == "webhook":
         return WebhookSink(
             config.url,
-            bytes.fromhex(config.secret),
+            config.secret.encode(),
             policy,
             allow_private=allow_private,
             timeout=timeout,

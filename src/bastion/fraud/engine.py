@@ -136,7 +136,7 @@ class FraudEngine:
         if kind is not Kind.ORDER or order is None:
             total = sum(x.points for x in signals)
             return Assessment(decide(total, kind, s), total, tuple(signals))
-        crossing = self.owners.crossing(owner, order.symbol, order.side, order.price)
+        crossing = self.owners.crossing(owner, order.symbol, order.side, order.reach)
         window = activity.window(order.symbol)
         for check in (rules.illiquid_symbol(order, window, s), rules.price_deviation(order, s)):
             if check is not None:

@@ -49,7 +49,14 @@ class OrderFacts:
     price: Decimal | None
     notional: Decimal
     reference: Decimal  # the last price
-    liquidity: Decimal | None  # top-of-book depth in the quote currency, when the venue tells
+    liquidity: Decimal | None  # a typical 24-hour volume in the quote currency, when the venue tells
+    touch: Decimal | None = None  # the side a market order would take (ask for a buy, bid for a sell)
+
+    @property
+    def reach(self) -> Decimal | None:
+        """The worst price the order can trade at: its limit, or the touch for a market order
+        (which meets resting orders at the top of the book first).  None: anything."""
+        return self.price if self.price is not None else self.touch
 
     @property
     def deviation_bps(self) -> float:

@@ -166,6 +166,7 @@ class FraudCheck:
             notional=request.quantity * (price if price is not None else touch),
             reference=quote.last,
             liquidity=self._market.liquidity(request.symbol),
+            touch=touch,
         )
 
     async def _apply(
@@ -233,7 +234,7 @@ class FraudCheck:
         facts = self._facts(request)
         owner = await self._memory.owner(principal.account)
         if facts is not None:
-            crossing = self.engine.owners.crossing(owner, facts.symbol, facts.side, facts.price)
+            crossing = self.engine.owners.crossing(owner, facts.symbol, facts.side, facts.reach)
             if crossing is not None:
                 ctx.outcome["fraud"] = {"action": "deny", "hold_id": hold_id, "rules": ["self_match"]}
                 return Deny(
