@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bastion.domain.orders import VenueOrder
 from bastion.domain.trading import Level, TradingState
 from bastion.domain.verdict import Allow, Deny, Hold, Verdict
+from bastion.http.protocol import REFUSED
 from bastion.pipeline.context import RequestContext
 from bastion.state.trading import TradingStates
 
@@ -55,6 +56,14 @@ class _StateCollector(Collector):
                 restricted.add_metric([level.value, st.value], counts.get((level.value, st.value), 0))
         yield restricted
         yield GaugeMetricFamily("bastion_ledger_entries", "Entries in the ledger", value=self._ledger_size())
+        refused = CounterMetricFamily(
+            "bastion_connections_refused",
+            "Connections cut before they became requests (slow or oversized heads, too many per address)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(REFUSED.items()):
+            refused.add_metric([reason], count)
+        yield refused
 
     def describe(self):  # type: ignore[no-untyped-def]
         return []

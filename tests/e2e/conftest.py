@@ -207,7 +207,7 @@ def raise_limits(text: str, to: int = 100_000) -> str:
     return text
 
 
-def _configure(home: Path, port: int) -> None:
+def _configure(home: Path, port: int, *, quiet_fraud: bool = True) -> None:
     config = home / "bastion.toml"
     text = config.read_text()
     text = text.replace("port = 8443", f"port = {port}").replace("bar_seconds = 60", "bar_seconds = 1")
@@ -215,15 +215,8 @@ def _configure(home: Path, port: int) -> None:
     # on a server of their own (tests/e2e/test_shield.py) with the default thresholds.
     text = text.replace("ban_after_failures = 10 ", "ban_after_failures = 10000 ")
     text = text.replace("key_lockout_after_failures = 20 ", "key_lockout_after_failures = 10000 ")
-    # Likewise its keys are refused on purpose again and again (BOLA, bad bodies, limits): the
-    # fraud stage's probing rule is tested on a server of its own (tests/e2e/test_fraud.py).
-    text = re.sub(r"^probe_denials = 5 ", "probe_denials = 1000000 ", text, flags=re.M)
-    text = re.sub(r"^probe_halt_denials = 20 ", "probe_halt_denials = 1000000 ", text, flags=re.M)
-    # And it trades like no bot would (bursts of orders, cancels within a second, prices far
-    # off the market to test limits): the fraud stage's actions are tested on that server too;
-    # here they only record.  Self-match prevention is not a matter of points and stays on.
-    for name, value in (("alert_at", 50), ("hold_at", 60), ("deny_at", 70), ("halt_at", 80)):
-        text = re.sub(rf"^{name} = [0-9.]+ ", f"{name} = {value}.0 ", text, flags=re.M)
+    if quiet_fraud:
+        text = _quiet_fraud(text)
     text = text.replace("ip_requests_per_second = 100.0", "ip_requests_per_second = 1000.0")
     text = text.replace("key_per_second = 20.0", "key_per_second = 500.0").replace(
         "key_burst = 40", "key_burst = 1000"
@@ -234,6 +227,19 @@ def _configure(home: Path, port: int) -> None:
         "ip_burst = 100", "ip_burst = 2000"
     )
     config.write_text(text)
+
+
+def _quiet_fraud(text: str) -> str:
+    """The shared suite's keys are refused on purpose again and again (BOLA, bad bodies,
+    limits) and trade like no bot would (bursts, cancels within a second, prices far off the
+    market): the fraud stage's actions are tested on a server of their own
+    (tests/e2e/test_fraud.py); here they only record.  Self-match prevention is not a matter
+    of points and stays on."""
+    text = re.sub(r"^probe_denials = 5 ", "probe_denials = 1000000 ", text, flags=re.M)
+    text = re.sub(r"^probe_halt_denials = 20 ", "probe_halt_denials = 1000000 ", text, flags=re.M)
+    for name, value in (("alert_at", 50), ("hold_at", 60), ("deny_at", 70), ("halt_at", 80)):
+        text = re.sub(rf"^{name} = [0-9.]+ ", f"{name} = {value}.0 ", text, flags=re.M)
+    return text
 
 
 def _wait_ready(gateway: Gateway, deadline: float) -> None:

@@ -92,16 +92,13 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     home = tmp_path_factory.mktemp("fraud-home")
     cli(home, "init")
     port = free_port()
-    _configure(home, port)
+    _configure(home, port, quiet_fraud=False)
     config = home / "bastion.toml"
     text = config.read_text()
     text = text.replace("allowed_private_networks = []", 'allowed_private_networks = ["127.0.0.1/32"]')
     text = text.replace(
         'allowed_networks = ["127.0.0.0/8", "::1/128"]', 'allowed_networks = ["127.0.0.1/32"]'
     )
-    # _configure quiets the probing rule for the shared suite; this server tests it as shipped.
-    text = text.replace("probe_denials = 1000000 ", "probe_denials = 5 ")
-    text = text.replace("probe_halt_denials = 1000000 ", "probe_halt_denials = 20 ")
     config.write_text(text)
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
