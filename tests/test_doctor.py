@@ -116,3 +116,24 @@ def test_trade_keys_without_size_limits_and_halts_are_pointed_out(home: Path, tm
     assert f"limits of key {unlimited}" not in checks  # the account's defaults cover it
     assert checks["kill switch (account alice)"]["level"] == "warn" and code == 0
     assert "killswitch off --account alice" in checks["kill switch (account alice)"]["fix"]
+
+
+def test_no_alert_sink_warns_and_one_sink_is_ok(home: Path) -> None:
+    _, checks = doctor(home)
+    assert checks["alert sinks"]["level"] == "warn"
+    text = (home / "bastion.toml").read_text()
+    (home / "bastion.toml").write_text(
+        text.replace("allowed_private_networks = []", 'allowed_private_networks = ["127.0.0.1/32"]')
+    )
+    added = run(
+        "alerts",
+        "add",
+        "--webhook",
+        "http://127.0.0.1:9/hook",
+        "--allow-private-network",
+        "--home",
+        str(home),
+    )
+    assert added[0] == 0
+    _, checks = doctor(home)
+    assert checks["alert sinks"] == checks["alert sinks"] | {"level": "ok", "message": "1 configured"}

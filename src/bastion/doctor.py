@@ -195,6 +195,19 @@ async def run_checks(services: Services) -> list[Check]:
                 f"'bastion killswitch off --{level.value}{' ' + subject if subject else ''}' when it is safe",
             )
         )
+    # Alerts: without a sink, fraud alerts reach only the log
+    sinks = await services.oversight.list_sinks()
+    if not sinks:
+        checks.append(
+            Check(
+                Level.WARN,
+                "alert sinks",
+                "none: fraud alerts and halts reach only the log",
+                "'bastion alerts add --webhook URL' (or --email, --slack), then 'bastion alerts test'",
+            )
+        )
+    else:
+        checks.append(Check(Level.OK, "alert sinks", f"{len(sinks)} configured"))
     # Ledger
     try:
         rows: list[LedgerRow] = [row async for row in services.ledger_store.rows()]

@@ -7,6 +7,7 @@ its target is checked against SSRF when it is added and again at every connectio
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +47,7 @@ class Oversight:
         memory: FraudMemory,
         dispatcher: AlertDispatcher,
         ledger: Ledger,
+        prefixes: tuple[int, int] = (24, 48),
     ) -> None:
         self.settings = settings
         self.policy = TargetPolicy(settings.allowed_private_networks)
@@ -56,6 +58,7 @@ class Oversight:
         self._memory = memory
         self.dispatcher = dispatcher
         self._ledger = ledger
+        self._prefixes = prefixes  # the fraud stage's IPv4 and IPv6 network prefixes
 
     # -- sinks ----------------------------------------------------------------------------
     async def add_sink(
@@ -178,12 +181,14 @@ class Oversight:
 
     async def trust(self, key_id: str, account: str, address: str, *, actor: str) -> str:
         """Vouch for an address a key uses (it is no longer a new network for it)."""
-        network = network_of(address)
+        network = network_of(address, *self._prefixes)
         if not network:
             raise ConfigError(f"{address[:64]!r} is not an IP address")
         await self._fraud.add_sightings([(key_id, account, address, network, self._clock.now())])
         self._memory.forget_account(account)
+        # the network itself is personal data: the entry carries its digest, not the address
+        digest = hashlib.sha256(network.encode()).hexdigest()
         await self._ledger.append(
-            "fraud.trusted", {"key_id": key_id, "account": account, "network": network, "actor": actor}
+            "fraud.trusted", {"key_id": key_id, "account": account, "network_sha256": digest, "actor": actor}
         )
         return network

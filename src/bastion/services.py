@@ -237,6 +237,7 @@ class Services:
                 fraud_memory,
                 dispatcher,
                 ledger,
+                (settings.fraud.ipv4_prefix, settings.fraud.ipv6_prefix),
             ),
             metrics=metrics,
             token=token,

@@ -23,7 +23,7 @@ from bastion.domain.orders import (
 from bastion.fraud import rules
 from bastion.fraud.activity import CANCEL_ALPHA
 from bastion.fraud.engine import Action, Assessment, FraudEngine, Kind, decide
-from bastion.fraud.model import Baselines
+from bastion.fraud.model import Baselines, Features
 from bastion.fraud.networks import KeyOrigin, Sightings, network_of, sightings_from
 from bastion.fraud.rules import OrderFacts, Signal
 
@@ -454,9 +454,22 @@ def test_alerted_orders_are_not_learned_from() -> None:
     assert engine.baselines.pending == 1
 
 
-def test_the_engine_uses_the_given_baselines() -> None:
-    mine = Baselines(warmup=1)
-    assert FraudEngine(S, mine).baselines is mine
+class Certain(Baselines):
+    """A model sure that every order is strange."""
+
+    def score(self, key_id: str, x: Features) -> float | None:
+        return 1.0
+
+
+def test_the_models_share_adds_to_the_rules_points() -> None:
+    engine = FraudEngine(S, Certain(warmup=1))
+    assert isinstance(engine.baselines, Certain)
+    found = assess(engine, facts(), address="10.0.0.2", key_seen=known(ADDRESS))  # a new address: 0.2
+    assert [s.rule for s in found.signals] == [rules.NEW_ADDRESS, rules.MODEL]
+    assert found.model_score == 1.0
+    assert found.score == pytest.approx(S.new_address_points + S.model_weight)
+    assert found.action is Action.ALERT
+    assert found.facts()["model_score"] == 1.0
 
 
 # -- Assessment --------------------------------------------------------------------------------------------

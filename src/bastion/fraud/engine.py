@@ -193,6 +193,10 @@ class FraudEngine:
         if assessment.features is not None and assessment.action is Action.ALLOW:
             self.baselines.learn_later(key_id, assessment.features)
 
+    def tracks(self, account: str, client_order_id: str) -> bool:
+        """Whether an order is in flight or open here (a request for it again is a retry)."""
+        return (account, client_order_id) in self._orders
+
     def forget_order(self, account: str, client_order_id: str) -> None:
         """The order never reached the venue: out of the owner's book and the tracking."""
         tracked = self._orders.pop((account, client_order_id), None)

@@ -1,9 +1,15 @@
-"""A learned baseline per key: river's HalfSpaceTrees over min-max scaled order features.
+"""A learned baseline per key: river's HalfSpaceTrees over order features on fixed scales.
 
 Each bot's order stream is its own normal.  Scoring is inline and cheap (a few µs); learning
 is deferred (:meth:`Baselines.learn_pending`, run off the request path), so a burst of orders
 never waits for the model.  The score is in [0, 1], higher is stranger; before a key has
 ``warmup`` orders its score is not used.
+
+HalfSpaceTrees wants features in [0, 1].  They are put there on fixed, documented scales, not
+scaled by what the key has shown so far: a learned min-max scaler maps a feature the key
+never varied to 0 (a first market order would look like every limit order) and clips
+everything beyond the learned range to its edge (a million times the usual size would look
+like a little more than usual).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from river import anomaly, compose, preprocessing
+from river import anomaly
 
 N_TREES = 5
 HEIGHT = 6
@@ -32,14 +38,20 @@ class Features:
     market: bool
 
     def as_dict(self) -> dict[str, float]:
+        """The features in [0, 1]: size over ±3 decades around the usual, deviation over
+        ±5,000 bps, the gap over 1 ms to 3 hours (log)."""
         return {
-            "size": self.size,
-            "deviation": max(-5_000.0, min(self.deviation_bps, 5_000.0)),
-            "gap": self.gap,
+            "size": _unit(self.size, -3.0, 3.0),
+            "deviation": _unit(self.deviation_bps, -5_000.0, 5_000.0),
+            "gap": _unit(self.gap, -3.0, 4.0),
             "new_symbol": 1.0 if self.new_symbol else 0.0,
             "buy": 1.0 if self.buy else 0.0,
             "market": 1.0 if self.market else 0.0,
         }
+
+
+def _unit(value: float, low: float, high: float) -> float:
+    return min(max((value - low) / (high - low), 0.0), 1.0)
 
 
 def features(
@@ -60,10 +72,7 @@ class _KeyModel:
     __slots__ = ("learned", "pipeline")
 
     def __init__(self, seed: int) -> None:
-        self.pipeline = compose.Pipeline(
-            preprocessing.MinMaxScaler(),
-            anomaly.HalfSpaceTrees(n_trees=N_TREES, height=HEIGHT, window_size=WINDOW, seed=seed),
-        )
+        self.pipeline = anomaly.HalfSpaceTrees(n_trees=N_TREES, height=HEIGHT, window_size=WINDOW, seed=seed)
         self.learned = 0
 
 
@@ -83,7 +92,7 @@ class Baselines:
         model = self._models.get(key_id)
         if model is None or model.learned < self._warmup:
             return None
-        return float(model.pipeline.score_one(x.as_dict()))
+        return float(model.pipeline.score_one(x.as_dict()))  # type: ignore[no-untyped-call]
 
     def learn_later(self, key_id: str, x: Features) -> None:
         self._pending.append((key_id, x.as_dict()))
@@ -96,7 +105,7 @@ class Baselines:
             model = self._models.get(key_id)
             if model is None:
                 model = self._models[key_id] = _KeyModel(self._seed)
-            model.pipeline.learn_one(x)
+            model.pipeline.learn_one(x)  # type: ignore[no-untyped-call]
             model.learned += 1
             done += 1
         return done

@@ -78,14 +78,16 @@ def new_network(
 ) -> Signal | None:
     """A key used from a network it never used; more when the key is minutes old or rotated."""
     known_address, known_network = key.knows(address, network)
+    if known_address:
+        return None  # an address the key used is never new, whatever network it is filed under
     if known_network:
-        if known_address:
-            return None
-        return Signal(NEW_ADDRESS, s.new_address_points, f"new address in known network {network}")
+        return Signal(NEW_ADDRESS, s.new_address_points, "new address in a network the key used")
     if key.empty and (account.empty or network in account.networks):
         return None  # a key's first use, from where its account is known (or knows nothing yet)
     points = s.new_network_points
-    reason = f"network {network} never used by this key"
+    # The reason names no address: it goes to the ledger in clear, and the client's address
+    # there is sealed under its account's key (crypto-shredding); `bastion ledger show` opens it.
+    reason = f"a network (/{network.rsplit('/', 1)[-1]}) never used by this key"
     if origin.created_at is not None and (now - origin.created_at).total_seconds() <= s.fresh_key_seconds:
         points += s.fresh_key_points
         reason += f", {int((now - origin.created_at).total_seconds())} s after its creation or rotation"

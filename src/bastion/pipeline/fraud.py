@@ -41,11 +41,12 @@ from bastion.fraud.engine import Action, Assessment, FraudEngine, Kind
 from bastion.fraud.networks import KeyOrigin, network_of
 from bastion.fraud.rules import PROBING, OrderFacts, Signal
 from bastion.pipeline.context import RequestContext
-from bastion.ports import Clock, HoldRecord, HoldStatus
+from bastion.ports import Clock, HoldRecord, HoldStatus, OrderRecord
 from bastion.state.fraud import FraudMemory
 
 log = structlog.get_logger("bastion.fraud")
 HALT_QUIET_SECONDS = 60.0
+_VENUE_MAY_HOLD = (ErrorCode.VENUE_UNAVAILABLE, ErrorCode.INTERNAL_ERROR)
 
 # Refusals that say something about the caller (not the gateway's or venue's own trouble).
 PROBE_CODES = frozenset(
@@ -128,6 +129,11 @@ class FraudCheck:
             held = self._memory.hold_for(account, request.client_order_id)
             if held is not None:
                 return await self._held(ctx, principal, request, held, now)
+            if self.engine.tracks(account, request.client_order_id):
+                # a retry of an order in flight or open: forward answers it (or refuses a changed
+                # one with a 409); judging or counting it again would be counting one order twice
+                ctx.outcome["fraud"] = {"action": "allow", "retry": True}
+                return ALLOW
         key_seen, account_seen = await self._memory.sightings(principal.key_id, account)
         owner = await self._memory.owner(account)
         address = ctx.client_ip
@@ -219,8 +225,7 @@ class FraudCheck:
     ) -> Verdict:
         """A retry of a held order: through once confirmed (self-match is still checked)."""
         hold = await self._memory.refresh_hold(hold_id)
-        if hold is None or hold.status is HoldStatus.REJECTED:
-            self._memory.drop_hold(principal.account, request.client_order_id)
+        if hold is None or hold.status is HoldStatus.REJECTED:  # refused for good, on every retry
             ctx.outcome["fraud"] = {"action": "deny", "hold_id": hold_id, "hold": "rejected"}
             return Deny(
                 self.name, ErrorCode.SUSPICIOUS_ACTIVITY, f"hold {hold_id} was rejected by an operator"
@@ -276,11 +281,24 @@ class FraudCheck:
             assessment=assessment,
             now=now,
         )
-        ctx.finalizers.append(partial(self._settle, principal.account, request.client_order_id))
+        ctx.finalizers.append(partial(self._settle, ctx, principal.account, request.client_order_id))
 
-    def _settle(self, account: str, client_order_id: str, verdict: Verdict) -> None:
+    def _settle(self, ctx: RequestContext, account: str, client_order_id: str, verdict: Verdict) -> None:
+        """At the end of the request: forget what the venue never took, or what is closed."""
+        if isinstance(verdict, Deny):
+            recorded = "order_id" in ctx.outcome  # stored as pending before the venue was called
+            if recorded and verdict.code in _VENUE_MAY_HOLD:
+                return  # the venue may hold it: it may rest, so it still counts for self-match
+            self.engine.forget_order(account, client_order_id)
+            return
         if not isinstance(verdict, Allow):
             self.engine.forget_order(account, client_order_id)
+            return
+        record = ctx.result
+        if ctx.outcome.get("idempotent_replay") and isinstance(record, OrderRecord):
+            snapshot = record.snapshot
+            if snapshot is not None and not snapshot.status.is_open:
+                self.engine.forget_order(account, client_order_id)  # a retry of a closed order
 
     def _halt_key(self, key_id: str, reason: str) -> None:
         now = self._clock.now().timestamp()

@@ -10,7 +10,7 @@ from datetime import datetime
 import structlog
 
 from bastion.fraud.networks import Sightings, sightings_from
-from bastion.ports import FraudStore, HoldRecord, HoldStatus
+from bastion.ports import FraudStore, HoldRecord
 
 FLUSH_SECONDS = 0.5
 log = structlog.get_logger("bastion.fraud")
@@ -27,10 +27,10 @@ class FraudMemory:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, *, flush_loop: bool = True) -> None:
-        """Load the holds not rejected (their orders' retries are checked against them)."""
-        for hold in await self._store.holds(limit=10_000):
-            if hold.status is not HoldStatus.REJECTED:
-                self._holds.setdefault((hold.account, hold.client_order_id), hold.id)
+        """Load the holds (their orders' retries are checked against them; a rejected one keeps
+        refusing its order)."""
+        for hold in reversed(await self._store.holds(limit=10_000)):  # oldest first: the newest wins
+            self._holds[(hold.account, hold.client_order_id)] = hold.id
         if flush_loop:
             await self.start_flushing()
 
