@@ -58,6 +58,12 @@ BENCH_SETTINGS = (
     ("account_burst = 100\n", "account_burst = 1000000\n"),
     ("ip_per_second = 50.0", "ip_per_second = 1000000.0"),
     ("ip_burst = 100\n", "ip_burst = 1000000\n"),
+    # The fraud stage runs every rule on every order but never acts: a bench bot sends
+    # thousands of market orders a minute, most of which the paper venue's depth cannot fill.
+    ("alert_at = 0.5 ", "alert_at = 50.0 "),
+    ("hold_at = 1.0 ", "hold_at = 60.0 "),
+    ("deny_at = 1.5 ", "deny_at = 70.0 "),
+    ("halt_at = 2.5 ", "halt_at = 80.0 "),
 )
 TICK = os.sysconf("SC_CLK_TCK")
 

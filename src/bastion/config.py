@@ -190,7 +190,7 @@ class FraudSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ratio_min_orders: int = 50
     unfilled_ratio: float = 0.99
     max_order_to_trade: float = 100.0
-    ratio_points: float = 0.5
+    ratio_points: float = 0.3  # both ratios together are an alert: surveillance, not a block
     probe_window_seconds: float = 600.0
     probe_denials: int = 5
     probe_points: float = 1.5

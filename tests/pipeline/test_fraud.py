@@ -595,3 +595,16 @@ async def test_an_order_whose_answer_was_lost_still_counts_for_self_match() -> N
     venue.place = venue.inner.place  # type: ignore[method-assign]
     crossing, _ = await chain.send(order_body("b1", side="sell", price="90"), "bob")
     assert denied(crossing, ErrorCode.RISK_REJECTED).public_reason == "SELF_MATCH_PREVENTED"
+
+
+async def test_the_fraud_stages_own_refusals_are_not_probing() -> None:
+    """Counting them would let one refusal feed the next, for ever (a held bot that retries)."""
+    rig = Rig()
+    ctx = await rig.ctx(None, route="get_account")
+    for i in range(S.probe_halt_denials + 1):
+        rig.stage.observe(ctx, Deny("fraud", ErrorCode.SUSPICIOUS_ACTIVITY, "refused"), i)
+        rig.stage.observe(
+            ctx, Deny("fraud", ErrorCode.RISK_REJECTED, "self-match", "SELF_MATCH_PREVENTED"), i
+        )
+    assert rig.alerts == [] and rig.halts == []
+    assert len(rig.engine.activity("k_alice").denials) == 0

@@ -57,9 +57,8 @@ PROBE_CODES = frozenset(
         ErrorCode.METHOD_NOT_ALLOWED,
         ErrorCode.RISK_REJECTED,
         ErrorCode.IDEMPOTENCY_CONFLICT,
-        ErrorCode.SUSPICIOUS_ACTIVITY,
     }
-)
+)  # not the fraud stage's own refusals: counting them would let one refusal feed the next
 _SEVERITY = {
     Action.ALERT: Severity.WARNING,
     Action.HOLD: Severity.CRITICAL,
@@ -342,6 +341,8 @@ class FraudCheck:
         ``probe_halt_denials``."""
         principal = ctx.principal
         if principal is None or not isinstance(verdict, Deny) or verdict.code not in PROBE_CODES:
+            return
+        if verdict.stage == self.name:
             return
         s = self.settings
         count = self.engine.record_denial(principal.key_id, ctx.received_at)
