@@ -182,12 +182,16 @@ def _tick(gateway: Gateway, symbol: str) -> str:
     return str(_market(gateway, symbol)["tick_size"])
 
 
-def test_alerts_list_hides_targets_and_the_sealed_secret_is_not_in_the_database(rig: Rig) -> None:
+def test_alerts_list_hides_targets_and_the_webhook_secret_is_in_no_log_or_database(rig: Rig) -> None:
     sinks = cli_json(rig.gateway.home, "alerts", "list")["sinks"]
     assert {s["kind"] for s in sinks} == {"webhook", "email"}
     webhook = next(s for s in sinks if s["kind"] == "webhook")
     assert "/hooks/bastion" not in webhook["target"]  # the path (a token, often) is not shown
-    assert rig.secret.encode() not in (rig.gateway.home / "bastion.db").read_bytes()
+    home = rig.gateway.home
+    assert rig.secret.encode() not in (home / "bastion.db").read_bytes()
+    logs = [home / "logs" / "bastion.log", *home.glob("serve-*.out")]
+    assert logs[0].exists()
+    assert all(rig.secret not in path.read_text(errors="replace") for path in logs)
 
 
 def test_stolen_key_from_a_new_network_buying_an_illiquid_coin_high_is_stopped_and_alerted(rig: Rig) -> None:

@@ -226,6 +226,7 @@ def activity(
 ) -> KeyActivity:
     found = KeyActivity(orders=orders, mean_gap=mean_gap, mean_notional=mean_notional)
     found.recent.extend(recent)
+    found.recent_notional = sum(n for _, n in found.recent)
     return found
 
 
@@ -310,9 +311,13 @@ def symbol_window(
     at: float = T - 1,
 ) -> SymbolWindow:
     window = SymbolWindow()
-    window.closed.extend([(at, True, True)] * fast)
-    window.closed.extend([(at, True, False)] * slow_unfilled)
-    window.closed.extend([(at, False, False)] * filled)
+    for unfilled, fast_cancel, count in (
+        (True, True, fast),
+        (True, False, slow_unfilled),
+        (False, False, filled),
+    ):
+        for _ in range(count):
+            window.close(at, unfilled=unfilled, fast=fast_cancel)
     window.placed.extend([at] * placed)
     window.cancels.extend([at] * cancels)
     window.trades.extend([at] * trades)
@@ -384,7 +389,7 @@ def test_the_order_to_trade_ratio_at_its_boundaries() -> None:
 def test_the_spoofing_window_expires() -> None:
     start = T - S.spoof_window_seconds
     window = symbol_window(fast=1, at=start)
-    window.closed.append((start + 1, True, True))
+    window.close(start + 1, unfilled=True, fast=True)
     assert spoof(window, now=T) == [rules.SPOOFING]  # at exactly the window's age: still in
     assert spoof(window, now=T + 0.5) == []  # the first one has left the window
     assert len(window.closed) == 1

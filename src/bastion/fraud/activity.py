@@ -6,6 +6,7 @@ docs/architecture.md).  Times are epoch seconds handed in by the caller.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,21 +32,24 @@ class SymbolWindow:
     trades: deque[float] = field(default_factory=deque)
     cancels: deque[float] = field(default_factory=deque)
     orders_ever: int = 0
+    # Counts over ``closed``, kept as it changes (a busy key has thousands of orders in a window).
+    fast_cancels: int = 0
+    unfilled: int = 0
 
     def trim(self, since: float) -> None:
         _trim(self.placed, since)
         _trim(self.trades, since)
         _trim(self.cancels, since)
-        while self.closed and self.closed[0][0] < since:
-            self.closed.popleft()
+        closed = self.closed
+        while closed and closed[0][0] < since:
+            _, unfilled, fast = closed.popleft()
+            self.unfilled -= unfilled
+            self.fast_cancels -= fast
 
-    @property
-    def fast_cancels(self) -> int:
-        return sum(1 for _, _, fast in self.closed if fast)
-
-    @property
-    def unfilled(self) -> int:
-        return sum(1 for _, unfilled, _ in self.closed if unfilled)
+    def close(self, now: float, *, unfilled: bool, fast: bool) -> None:
+        self.closed.append((now, unfilled, fast))
+        self.unfilled += unfilled
+        self.fast_cancels += fast
 
 
 @dataclass(slots=True)
@@ -57,6 +61,7 @@ class KeyActivity:
     mean_gap: float | None = None  # EWMA of the time between its orders
     mean_notional: float | None = None  # EWMA of its orders' notional (float: a baseline, not money)
     recent: deque[tuple[float, float]] = field(default_factory=deque)  # (time, notional) in the burst window
+    recent_notional: float = 0.0  # the sum over ``recent``
     symbols: dict[str, SymbolWindow] = field(default_factory=dict)
     closed_orders: int = 0
     fast_cancel_rate: float = 0.0  # EWMA of "this closed order was a fast cancel"
@@ -70,9 +75,12 @@ class KeyActivity:
 
     def burst(self, now: float, window: float) -> tuple[int, float]:
         """(orders, notional) in the burst window, before the order being judged."""
-        while self.recent and self.recent[0][0] < now - window:
-            self.recent.popleft()
-        return len(self.recent), sum(n for _, n in self.recent)
+        recent = self.recent
+        while recent and recent[0][0] < now - window:
+            self.recent_notional -= recent.popleft()[1]
+        if not recent:
+            self.recent_notional = 0.0  # no drift left over from the float sums
+        return len(recent), self.recent_notional
 
     def record_order(self, now: float, symbol: str, notional: float) -> None:
         if self.last_order_at is not None:
@@ -87,13 +95,14 @@ class KeyActivity:
             self.mean_notional += EWMA_ALPHA * (notional - self.mean_notional)
         self.orders += 1
         self.recent.append((now, notional))
+        self.recent_notional += notional
         sym = self.window(symbol)
         sym.placed.append(now)
         sym.orders_ever += 1
 
     def record_close(self, now: float, symbol: str, *, unfilled: bool, fast: bool, canceled: bool) -> None:
         sym = self.window(symbol)
-        sym.closed.append((now, unfilled, fast))
+        sym.close(now, unfilled=unfilled, fast=fast)
         if canceled:
             sym.cancels.append(now)
         self.closed_orders += 1
@@ -123,35 +132,71 @@ class Resting:
     type: OrderType
 
 
+class _Side:
+    """One side of an owner's resting orders in a symbol: a heap, best first, with lazy removal."""
+
+    __slots__ = ("heap", "live", "sign")
+
+    def __init__(self, sign: int) -> None:
+        self.sign = sign  # 1: sells (lowest first); -1: buys (highest first)
+        self.heap: list[tuple[Decimal, str, str]] = []
+        self.live: dict[tuple[str, str], Resting] = {}
+
+    def add(self, order: Resting) -> None:
+        assert order.price is not None  # noqa: S101 - only limit orders rest
+        key = (order.account, order.client_order_id)
+        self.live[key] = order
+        heapq.heappush(self.heap, (order.price * self.sign, *key))
+
+    def best(self) -> Resting | None:
+        heap, live = self.heap, self.live
+        while heap:
+            signed, account, client_order_id = heap[0]
+            found = live.get((account, client_order_id))
+            if found is not None and found.price is not None and found.price * self.sign == signed:
+                return found
+            heapq.heappop(heap)  # removed (or re-added at another price) since it was pushed
+        return None
+
+
 class OwnerBook:
     """Each owner's resting orders per symbol: an order that would trade against another of the
-    same owner's orders (another account's, or the same account's) is a self-match."""
+    same owner's orders (another account's, or the same account's) is a self-match.  Only the
+    best resting order of the other side needs looking at, so a check costs the same however
+    many orders rest."""
 
     def __init__(self) -> None:
-        self._book: dict[tuple[str, str], dict[tuple[str, str], Resting]] = {}
+        self._book: dict[tuple[str, str], tuple[_Side, _Side]] = {}  # (owner, symbol) -> (buys, sells)
 
     def crossing(self, owner: str, symbol: str, side: Side, price: Decimal | None) -> Resting | None:
         """A resting order of ``owner`` that an order (side, price) would trade against."""
-        for resting in self._book.get((owner, symbol), {}).values():
-            if resting.side is side:
-                continue
-            if price is None or resting.price is None:
-                return resting
-            if (side is Side.BUY and price >= resting.price) or (
-                side is Side.SELL and price <= resting.price
-            ):
-                return resting
+        sides = self._book.get((owner, symbol))
+        if sides is None:
+            return None
+        best = (sides[1] if side is Side.BUY else sides[0]).best()
+        if best is None or best.price is None:
+            return best
+        if price is None:
+            return best
+        if (side is Side.BUY and price >= best.price) or (side is Side.SELL and price <= best.price):
+            return best
         return None
 
     def add(self, owner: str, symbol: str, order: Resting) -> None:
-        self._book.setdefault((owner, symbol), {})[(order.account, order.client_order_id)] = order
+        self.remove(owner, symbol, order.account, order.client_order_id)  # re-added: its new price counts
+        sides = self._book.get((owner, symbol))
+        if sides is None:
+            sides = self._book[(owner, symbol)] = (_Side(-1), _Side(1))
+        (sides[0] if order.side is Side.BUY else sides[1]).add(order)
 
     def remove(self, owner: str, symbol: str, account: str, client_order_id: str) -> None:
-        orders = self._book.get((owner, symbol))
-        if orders is not None:
-            orders.pop((account, client_order_id), None)
-            if not orders:
-                del self._book[(owner, symbol)]
+        sides = self._book.get((owner, symbol))
+        if sides is None:
+            return
+        for one in sides:
+            one.live.pop((account, client_order_id), None)
+        if not sides[0].live and not sides[1].live:
+            del self._book[(owner, symbol)]
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._book.values())
+        return sum(len(b.live) + len(s.live) for b, s in self._book.values())
