@@ -166,21 +166,22 @@ class FraudSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     new_network_points: float = 0.6
     new_address_points: float = 0.2  # a new address inside a network the key already used
     fresh_key_seconds: float = 600.0  # created or rotated this recently: a new network weighs more
-    fresh_key_points: float = 0.5
+    fresh_key_points: float = 0.75
     illiquid_below: str = "1000000"  # a typical 24-hour volume, in the quote currency
     illiquid_first_orders: int = 3  # a key's first orders in an illiquid symbol
-    illiquid_points: float = 0.5
+    illiquid_points: float = 0.25  # with a new address (0.2) still below alert_at
     price_alert_bps: int = 500  # an aggressive price this far from the reference
     price_alert_points: float = 0.5
     price_far_bps: int = 2_000
     price_far_points: float = 1.0
     burst_window_seconds: float = 10.0
     burst_min_orders: int = 3
-    burst_factor: float = 5.0  # times the key's own baseline rate (or notional) in the window
+    burst_factor: float = 3.0  # times the most orders (or notional) the key usually sends in a window
+    repeat_orders: int = 3  # the same order this many times in the window: a loop
     burst_warmup_orders: int = 20
     burst_points: float = 1.0
     notional_factor: float = 8.0  # one order this many times the key's usual notional
-    notional_points: float = 0.6
+    notional_points: float = 1.0
     spoof_window_seconds: float = 600.0
     fast_cancel_seconds: float = 2.0
     spoof_min_fast_cancels: int = 2
@@ -190,9 +191,9 @@ class FraudSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ratio_min_orders: int = 50
     unfilled_ratio: float = 0.99
     max_order_to_trade: float = 100.0
-    ratio_points: float = 0.3  # both ratios together are an alert: surveillance, not a block
+    ratio_points: float = 0.2  # surveillance: they add to other signals, never alert alone
     probe_window_seconds: float = 600.0
-    probe_denials: int = 5
+    probe_denials: int = 8
     probe_points: float = 1.5
     probe_halt_denials: int = 20
     model_weight: float = 0.4
@@ -238,6 +239,7 @@ class FraudSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             "burst_min_orders",
             "burst_warmup_orders",
             "spoof_min_fast_cancels",
+            "repeat_orders",
         )
         for name in (*counts, "ratio_min_orders", "probe_denials", "model_warmup_orders"):
             if not 1 <= getattr(self, name) <= 1_000_000:
@@ -409,17 +411,19 @@ deny_at = 1.5                  # refuse
 halt_at = 2.5                  # refuse and halt the key (kill switch), cancelling its open orders
 new_network_points = 0.6       # a key used from a network (/24, /48) it never used
 fresh_key_seconds = 600.0      # ... within this long of its creation or rotation:
-fresh_key_points = 0.5         # ... this much more
+fresh_key_points = 0.75        # ... this much more
 illiquid_below = "1000000"     # a typical 24-hour volume in the quote currency
-illiquid_points = 0.5          # a key's first orders in such a symbol
+illiquid_points = 0.25         # a key's first orders in such a symbol
 price_alert_bps = 500          # an aggressive price 5 % from the reference
 price_far_bps = 2000           # ... or 20 %
 burst_window_seconds = 10.0
-burst_factor = 5.0             # orders or notional in the window against the key's own baseline
+burst_factor = 3.0             # orders or notional in the window against the key's usual peak
+repeat_orders = 3              # the same order this many times in the window: a loop
+notional_points = 1.0          # one order 8 times the key's usual notional: held
 spoof_window_seconds = 600.0   # spoofing and layering ratios per key and symbol
 fast_cancel_seconds = 2.0
 probe_window_seconds = 600.0
-probe_denials = 5              # denials of one key in the window: probing
+probe_denials = 8              # denials of one key in the window: probing
 probe_halt_denials = 20        # ... and the key is halted
 model_weight = 0.4             # the learned per-key baseline adds at most this much
 

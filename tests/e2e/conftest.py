@@ -235,7 +235,7 @@ def _quiet_fraud(text: str) -> str:
     market): the fraud stage's actions are tested on a server of their own
     (tests/e2e/test_fraud.py); here they only record.  Self-match prevention is not a matter
     of points and stays on."""
-    text = re.sub(r"^probe_denials = 5 ", "probe_denials = 1000000 ", text, flags=re.M)
+    text = re.sub(r"^probe_denials = 8 ", "probe_denials = 1000000 ", text, flags=re.M)
     text = re.sub(r"^probe_halt_denials = 20 ", "probe_halt_denials = 1000000 ", text, flags=re.M)
     for name, value in (("alert_at", 50), ("hold_at", 60), ("deny_at", 70), ("halt_at", 80)):
         text = re.sub(rf"^{name} = [0-9.]+ ", f"{name} = {value}.0 ", text, flags=re.M)

@@ -311,7 +311,7 @@ def test_self_match_between_two_accounts_of_one_owner_is_refused(rig: Rig) -> No
 def test_repeated_denials_of_one_key_alert_then_halt_it(rig: Rig) -> None:
     gateway = rig.gateway
     posts_before = len(rig.receiver.posts)
-    for n in range(5):
+    for n in range(8):  # probe_denials
         missing = gateway.call("prober", "GET", f"/v1/orders/ord_{'0' * 23}{n}")
         assert missing.status == 404
     assert _wait(

@@ -226,7 +226,7 @@ def test_reads_and_cancels_only_run_the_network_and_probing_rules() -> None:
     order = facts(Side.BUY, "500", liquidity="1")  # would be far and illiquid, were it an order
     cancel = assess(engine, order, kind=Kind.CANCEL, address=away, key_seen=usual, created_at=T0)
     assert [s.rule for s in cancel.signals] == [rules.NEW_NETWORK, rules.PROBING]
-    assert cancel.score == pytest.approx(2.6)
+    assert cancel.score == pytest.approx(S.new_network_points + S.fresh_key_points + S.probe_points)
     assert cancel.action is Action.ALERT  # never refused
     read = assess(engine, None, kind=Kind.READ, address=away, key_seen=usual, created_at=T0)
     assert read.action is Action.HALT and read.features is None

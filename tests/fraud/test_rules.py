@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -223,8 +225,9 @@ def activity(
     mean_gap: float | None = 10.0,
     mean_notional: float | None = 100.0,
     recent: Iterable[tuple[float, float]] = (),
+    usual_peak: float = 0.0,
 ) -> KeyActivity:
-    found = KeyActivity(orders=orders, mean_gap=mean_gap, mean_notional=mean_notional)
+    found = KeyActivity(orders=orders, mean_gap=mean_gap, mean_notional=mean_notional, usual_peak=usual_peak)
     found.recent.extend(recent)
     found.recent_notional = sum(n for _, n in found.recent)
     return found
@@ -237,30 +240,32 @@ def recent(n: int, notional: float = 100.0, at: float = T - 1) -> list[tuple[flo
 def test_no_burst_rules_before_the_warmup() -> None:
     busy = recent(50, notional=10_000.0)
     assert rules.bursts(activity(orders=S.burst_warmup_orders - 1, recent=busy), facts(), T, S) == []
-    assert rules.bursts(activity(mean_gap=None, recent=busy), facts(), T, S) == []
     assert rules.bursts(activity(mean_notional=0.0, recent=busy), facts(), T, S) == []
     warmed = rules.bursts(activity(recent=busy), facts(), T, S)
     assert rule_names(warmed) == [rules.BURST_RATE]
 
 
-def test_the_burst_rate_at_burst_factor_times_the_expected_rate() -> None:
-    # one order per 10 s over a 10 s window: 1 expected, so burst_factor orders are a burst
-    expected = S.burst_window_seconds / 10.0
-    needed = int(S.burst_factor * expected)
+def test_the_burst_rate_at_burst_factor_times_the_keys_usual_peak() -> None:
+    # a key that usually sends up to 2 orders in a window: burst_factor x 2 orders are a burst
+    needed = math.ceil(S.burst_factor * 2)
     assert needed >= S.burst_min_orders
-    at = rules.bursts(activity(recent=recent(needed - 1)), facts(), T, S)  # + this order
+    at = rules.bursts(activity(recent=recent(needed - 1), usual_peak=2), facts(), T, S)  # + this order
     assert rule_names(at) == [rules.BURST_RATE]
     assert at[0].points == S.burst_points
-    assert f"{needed} orders in" in at[0].reason
-    assert rules.bursts(activity(recent=recent(needed - 2)), facts(), T, S) == []
+    assert f"{needed} orders in" in at[0].reason and "usually 2" in at[0].reason
+    assert rules.bursts(activity(recent=recent(needed - 2), usual_peak=2), facts(), T, S) == []
+
+
+def test_a_grid_ladder_within_its_usual_peak_is_no_burst() -> None:
+    ladder = activity(recent=recent(11), usual_peak=12)  # the 12th order of a ladder of 12
+    assert rules.bursts(ladder, facts(), T, S) == []
 
 
 def test_the_burst_rate_needs_burst_min_orders() -> None:
-    # a slow key: any order is many times its expected rate, but two orders are not a burst
-    slow = 100.0 * S.burst_window_seconds
-    few = rules.bursts(activity(mean_gap=slow, recent=recent(S.burst_min_orders - 2)), facts(), T, S)
+    # a key that never sent two orders in a window: two are not a burst yet, three are
+    few = rules.bursts(activity(recent=recent(S.burst_min_orders - 2)), facts(), T, S)
     assert few == []
-    enough = rules.bursts(activity(mean_gap=slow, recent=recent(S.burst_min_orders - 1)), facts(), T, S)
+    enough = rules.bursts(activity(recent=recent(S.burst_min_orders - 1)), facts(), T, S)
     assert rule_names(enough) == [rules.BURST_RATE]
 
 
@@ -274,15 +279,50 @@ def test_orders_older_than_the_burst_window_do_not_count() -> None:
 
 
 def test_the_burst_notional_at_burst_factor_times_the_usual_notional() -> None:
-    # 3 orders (too few for a rate burst at 5 expected) carrying 5x the usual 100 in the window
-    limit = S.burst_factor * 1.0 * 100.0
+    # 3 orders (too few for a rate burst at a usual peak of 2) carrying 3 x 2 x the usual 100
+    limit = S.burst_factor * 2 * 100.0
     window = recent(2, notional=200.0)
     this = limit - 400.0
-    at = rules.bursts(activity(recent=window), facts(notional=str(this)), T, S)
+    at = rules.bursts(activity(recent=window, usual_peak=2), facts(notional=str(this)), T, S)
     assert rule_names(at) == [rules.BURST_NOTIONAL]
     assert at[0].points == S.burst_points
-    below = rules.bursts(activity(recent=window), facts(notional=str(this - 0.01)), T, S)
+    below = rules.bursts(activity(recent=window, usual_peak=2), facts(notional=str(this - 0.01)), T, S)
     assert below == []
+
+
+def test_the_same_order_repeated_is_a_loop_even_before_the_warmup() -> None:
+    young = activity(orders=0)
+    order = facts()
+    for n in range(S.repeat_orders - 1):
+        assert rules.bursts(young, order, T, S) == []
+        young.note(T, order.signature, f"c{n}", float(order.notional))
+    found = rules.bursts(young, order, T, S)
+    assert rule_names(found) == [rules.REPEAT]
+    assert found[0].points == S.burst_points
+    other = facts(notional="101")  # another quantity or price is another order (a ladder)
+    assert rules.bursts(young, replace(other, quantity=Decimal("2")), T, S) == []
+
+
+def test_a_cancelled_order_is_no_repeat_and_old_ones_leave_the_window() -> None:
+    key = activity(orders=0)
+    order = facts()
+    for n in range(S.repeat_orders - 1):
+        key.note(T, order.signature, f"c{n}", 100.0)
+    key.forget_repeat(order.signature, "c0")  # a market maker cancelled it before re-quoting
+    assert rules.bursts(key, order, T, S) == []
+    key.note(T, order.signature, "c9", 100.0)
+    assert rule_names(rules.bursts(key, order, T, S)) == [rules.REPEAT]
+    later = T + S.burst_window_seconds + 0.001
+    assert rules.bursts(key, order, later, S) == []
+
+
+def test_a_clean_order_teaches_the_usual_peak_which_decays_slowly() -> None:
+    key = activity()
+    key.learn_peak(12)
+    assert key.usual_peak == 12
+    for _ in range(100):
+        key.learn_peak(1)
+    assert 10 < key.usual_peak < 12
 
 
 def test_a_rate_burst_is_not_also_counted_as_a_notional_burst() -> None:

@@ -179,7 +179,7 @@ async def test_a_keys_second_network_is_alerted_citing_the_ledger_entry() -> Non
     # an alerted request teaches nothing: the network is still new next time
     key_seen, _ = await rig.memory.sightings("k_alice", "alice")
     assert "10.0.1.0/24" not in key_seen.networks
-    _, again = await rig.place(order_body("c3"), ip="10.0.1.1")
+    _, again = await rig.place(order_body("c3", quantity="2"), ip="10.0.1.1")  # not a repeat of c2
     assert fraud(again)["action"] == "alert" and len(rig.alerts) == 2
 
 
@@ -198,7 +198,7 @@ async def test_an_alert_that_cannot_be_queued_costs_the_request_nothing() -> Non
 
 # -- hold ----------------------------------------------------------------------------------------------
 async def held(rig: Rig, body: dict[str, Any]) -> tuple[Hold, RequestContext]:
-    """A fresh key's order from a network it never used: 1.1 points, held."""
+    """A fresh key's order from a network it never used: 1.35 points, held."""
     await rig.place(None, route="get_account", fresh=True)  # its first use, from HOME
     verdict, ctx = await rig.place(body, ip=AWAY, fresh=True)
     assert isinstance(verdict, Hold), verdict
@@ -217,7 +217,8 @@ async def test_a_held_order_stores_a_hold_and_its_retry_waits_for_the_operator()
     assert (hold.account, hold.key_id, hold.client_order_id) == ("alice", "k_alice", "c1")
     assert hold.status is HoldStatus.PENDING and hold.rules == ("new_network",)
     assert isinstance(ctx.payload, OrderRequest) and hold.fingerprint == ctx.payload.fingerprint()
-    assert hold.score == pytest.approx(1.1) and hold.created_at == rig.clock.now()
+    assert hold.score == pytest.approx(S.new_network_points + S.fresh_key_points)
+    assert hold.created_at == rig.clock.now()
     assert rig.engine.tracked_orders == 0  # a held order goes no further
     assert [(a.rule, a.severity, a.action) for a in rig.alerts] == [
         ("fraud.new_network", Severity.CRITICAL, "hold")

@@ -14,6 +14,8 @@ from decimal import Decimal
 from bastion.domain.orders import OrderType, Side
 
 EWMA_ALPHA = 0.05  # how fast a key's rate and notional baselines follow it
+PEAK_DECAY = 0.999  # per clean order: how slowly a key's usual peak forgets a busy moment
+SWEEP_EVERY = 1_000  # orders between sweeps of emptied repeat trackers
 CANCEL_ALPHA = 0.02  # how fast its fast-cancel baseline follows it
 MAX_GAP_SECONDS = 3_600.0  # a pause longer than this counts as this long in the baseline
 
@@ -66,6 +68,13 @@ class KeyActivity:
     closed_orders: int = 0
     fast_cancel_rate: float = 0.0  # EWMA of "this closed order was a fast cancel"
     denials: deque[float] = field(default_factory=deque)
+    # The most orders the key usually sends in one burst window (learned from orders that
+    # raised nothing, decaying slowly): a grid's ladder is its normal, a loop is not.
+    usual_peak: float = 0.0
+    # Identical orders (symbol, side, type, price, quantity) in the burst window, by client
+    # order id; a cancelled one leaves (a market maker re-quoting the same price is not a loop).
+    repeats: dict[tuple[object, ...], dict[str, float]] = field(default_factory=dict)
+    noted: int = 0
 
     def window(self, symbol: str) -> SymbolWindow:
         found = self.symbols.get(symbol)
@@ -82,6 +91,34 @@ class KeyActivity:
             self.recent_notional = 0.0  # no drift left over from the float sums
         return len(recent), self.recent_notional
 
+    def note(self, now: float, signature: tuple[object, ...], client_order_id: str, notional: float) -> None:
+        """An order judged by the stage, whatever the action: into the burst window and the
+        repeat tracker (held and refused orders count too, so a loop cannot wait its way in)."""
+        self.recent.append((now, notional))
+        self.recent_notional += notional
+        self.repeats.setdefault(signature, {})[client_order_id] = now
+        self.noted += 1
+        if self.noted % SWEEP_EVERY == 0:
+            self.repeats = {k: v for k, v in self.repeats.items() if v}
+
+    def repeated(self, signature: tuple[object, ...], now: float, window: float) -> int:
+        """Identical orders in the window, before the one being judged."""
+        seen = self.repeats.get(signature)
+        if not seen:
+            return 0
+        for client_order_id in [c for c, at in seen.items() if at < now - window]:
+            del seen[client_order_id]
+        return len(seen)
+
+    def forget_repeat(self, signature: tuple[object, ...], client_order_id: str) -> None:
+        seen = self.repeats.get(signature)
+        if seen is not None:
+            seen.pop(client_order_id, None)
+
+    def learn_peak(self, count: int) -> None:
+        """A clean order's burst-window count: the key's usual peak follows it."""
+        self.usual_peak = max(float(count), self.usual_peak * PEAK_DECAY)
+
     def record_order(self, now: float, symbol: str, notional: float) -> None:
         if self.last_order_at is not None:
             gap = min(max(now - self.last_order_at, 0.0), MAX_GAP_SECONDS)
@@ -94,8 +131,6 @@ class KeyActivity:
         else:
             self.mean_notional += EWMA_ALPHA * (notional - self.mean_notional)
         self.orders += 1
-        self.recent.append((now, notional))
-        self.recent_notional += notional
         sym = self.window(symbol)
         sym.placed.append(now)
         sym.orders_ever += 1
@@ -143,7 +178,7 @@ class _Side:
         self.live: dict[tuple[str, str], Resting] = {}
 
     def add(self, order: Resting) -> None:
-        assert order.price is not None  # noqa: S101 - only limit orders rest
+        assert order.price is not None  # noqa: S101 - only limit orders rest  # nosec B101
         key = (order.account, order.client_order_id)
         self.live[key] = order
         heapq.heappush(self.heap, (order.price * self.sign, *key))

@@ -88,7 +88,14 @@ class _Tracked:
     owner: str
     symbol: str
     placed_at: float
+    signature: tuple[object, ...] = ()
     filled: Decimal = Decimal(0)
+
+
+def signature_of(request: OrderRequest) -> tuple[object, ...]:
+    """The same tuple as :attr:`OrderFacts.signature` for this order."""
+    price = request.price if request.type is OrderType.LIMIT else None
+    return (request.symbol, request.side, request.type, price, request.quantity)
 
 
 class FraudEngine:
@@ -171,6 +178,10 @@ class FraudEngine:
         return Assessment(decide(total, kind, s), total, tuple(signals), score, None, x)
 
     # -- learning ---------------------------------------------------------------------------
+    def note_order(self, key_id: str, order: OrderFacts, client_order_id: str, now: datetime) -> None:
+        """Every order judged, whatever the action: the burst window and the repeat tracker."""
+        self.activity(key_id).note(now.timestamp(), order.signature, client_order_id, float(order.notional))
+
     def record_order(
         self,
         *,
@@ -185,8 +196,14 @@ class FraudEngine:
         """An order the stage let through: into the key's windows, the owner's book and the
         model's learning queue (not learned from when it raised an alert)."""
         stamp = now.timestamp()
-        self.activity(key_id).record_order(stamp, request.symbol, float(notional))
-        self._orders[(account, request.client_order_id)] = _Tracked(key_id, owner, request.symbol, stamp)
+        activity = self.activity(key_id)
+        activity.record_order(stamp, request.symbol, float(notional))
+        if not assessment.signals:  # a clean order teaches the key's usual peak
+            activity.learn_peak(activity.burst(stamp, self.settings.burst_window_seconds)[0])
+        signature = signature_of(request)
+        self._orders[(account, request.client_order_id)] = _Tracked(
+            key_id, owner, request.symbol, stamp, signature
+        )
         if request.type is OrderType.LIMIT:
             resting = Resting(account, request.client_order_id, request.side, request.price, request.type)
             self.owners.add(owner, request.symbol, resting)
@@ -222,6 +239,8 @@ class FraudEngine:
         del self._orders[(account, order.client_order_id)]
         self.owners.remove(tracked.owner, tracked.symbol, account, order.client_order_id)
         canceled = order.status.value in ("canceled", "expired")
+        if canceled:
+            activity.forget_repeat(tracked.signature, order.client_order_id)  # a re-quote is no loop
         unfilled = order.filled_quantity == 0
         lived = stamp - tracked.placed_at
         fast = (

@@ -23,6 +23,7 @@ ILLIQUID = "illiquid_symbol"
 PRICE = "price_deviation"
 BURST_RATE = "burst_rate"
 BURST_NOTIONAL = "burst_notional"
+REPEAT = "repeated_order"
 SIZE = "order_size"
 SPOOFING = "spoofing"
 UNFILLED = "unfilled_ratio"
@@ -51,6 +52,12 @@ class OrderFacts:
     reference: Decimal  # the last price
     liquidity: Decimal | None  # a typical 24-hour volume in the quote currency, when the venue tells
     touch: Decimal | None = None  # the side a market order would take (ask for a buy, bid for a sell)
+    quantity: Decimal | None = None
+
+    @property
+    def signature(self) -> tuple[object, ...]:
+        """What makes two orders the same order sent twice."""
+        return (self.symbol, self.side, self.type, self.price, self.quantity)
 
     @property
     def reach(self) -> Decimal | None:
@@ -121,31 +128,32 @@ def price_deviation(order: OrderFacts, s: FraudSettings) -> Signal | None:
 
 
 def bursts(activity: KeyActivity, order: OrderFacts, now: float, s: FraudSettings) -> list[Signal]:
-    """Orders or notional in the burst window against the key's own baseline, and one order
-    far larger than the key's usual."""
-    if activity.orders < s.burst_warmup_orders or activity.mean_gap is None or not activity.mean_notional:
-        return []
+    """A loop or a flood against the key's own habits:
+
+    - the same order (symbol, side, type, price, quantity) ``repeat_orders`` times in the
+      burst window, not cancelled in between: a ladder never repeats a price, a loop does;
+    - more orders (or notional) in the window than ``burst_factor`` times the most the key
+      usually sends in one (its usual peak, learned from orders that raised nothing);
+    - one order far larger than the key's usual.
+    """
     found: list[Signal] = []
-    count, notional = activity.burst(now, s.burst_window_seconds)
+    window = s.burst_window_seconds
+    repeats = activity.repeated(order.signature, now, window) + 1
+    if repeats >= s.repeat_orders:
+        found.append(Signal(REPEAT, s.burst_points, f"the same order {repeats} times in {window:g} s"))
+    if activity.orders < s.burst_warmup_orders or not activity.mean_notional:
+        return found
+    count, notional = activity.burst(now, window)
     count += 1
     this = float(order.notional)
     notional += this
-    expected = s.burst_window_seconds / max(activity.mean_gap, 1e-3)
-    if count >= s.burst_min_orders and count >= s.burst_factor * expected:
+    usual = max(activity.usual_peak, 1.0)
+    if count >= s.burst_min_orders and count >= s.burst_factor * usual:
         found.append(
-            Signal(
-                BURST_RATE,
-                s.burst_points,
-                f"{count} orders in {s.burst_window_seconds:g} s, baseline {expected:.2f}",
-            )
+            Signal(BURST_RATE, s.burst_points, f"{count} orders in {window:g} s, usually {usual:.0f}")
         )
-    elif (
-        count >= s.burst_min_orders
-        and notional >= s.burst_factor * max(expected, 1.0) * activity.mean_notional
-    ):
-        found.append(
-            Signal(BURST_NOTIONAL, s.burst_points, f"notional {notional:.2f} in {s.burst_window_seconds:g} s")
-        )
+    elif count >= s.burst_min_orders and notional >= s.burst_factor * usual * activity.mean_notional:
+        found.append(Signal(BURST_NOTIONAL, s.burst_points, f"notional {notional:.2f} in {window:g} s"))
     if this >= s.notional_factor * activity.mean_notional:
         found.append(
             Signal(

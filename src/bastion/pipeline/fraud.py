@@ -172,6 +172,7 @@ class FraudCheck:
             reference=quote.last,
             liquidity=self._market.liquidity(request.symbol),
             touch=touch,
+            quantity=request.quantity,
         )
 
     async def _apply(
@@ -191,6 +192,8 @@ class FraudCheck:
             self._on_decision(assessment)
         if action is Action.ALLOW:
             self._memory.learn(principal.key_id, principal.account, ctx.client_ip, network, now)
+        if request is not None and facts is not None:
+            self.engine.note_order(principal.key_id, facts, request.client_order_id, now)
         if action in (Action.ALLOW, Action.ALERT) and request is not None and facts is not None:
             self._track(ctx, principal, owner, request, facts, assessment, now)
         if action is not Action.ALLOW:
