@@ -20,7 +20,7 @@ from bastion.alerts.dispatch import AlertDispatcher
 from bastion.alerts.sinks import LogSink
 from bastion.alerts.ssrf import TargetPolicy
 from bastion.config import AlertSettings
-from bastion.errors import AlertError, ConfigError
+from bastion.errors import AlertError, ConfigError, StoreError
 from bastion.fraud.networks import network_of
 from bastion.ports import Clock, HoldRecord, HoldStatus, Ledger, RowConflict
 from bastion.state.fraud import FraudMemory
@@ -176,7 +176,8 @@ class Oversight:
         except RowConflict:
             raise ConfigError(f"hold {hold_id} was already {hold.status.value}") from None
         found = await self._fraud.hold(hold_id)
-        assert found is not None  # noqa: S101 - it was just updated
+        if found is None:
+            raise StoreError(f"hold {hold_id} vanished as it was decided")
         return found
 
     async def trust(self, key_id: str, account: str, address: str, *, actor: str) -> str:

@@ -178,7 +178,8 @@ class _Side:
         self.live: dict[tuple[str, str], Resting] = {}
 
     def add(self, order: Resting) -> None:
-        assert order.price is not None  # noqa: S101 - only limit orders rest  # nosec B101
+        if order.price is None:
+            raise ValueError("only limit orders rest in an owner's book")
         key = (order.account, order.client_order_id)
         self.live[key] = order
         heapq.heappush(self.heap, (order.price * self.sign, *key))
