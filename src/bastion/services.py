@@ -20,7 +20,7 @@ import msgspec
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bastion.alerts.alert import Alert
+from bastion.alerts.alert import Alert, Severity
 from bastion.alerts.dispatch import AlertDispatcher
 from bastion.clock import SystemClock
 from bastion.config import Settings
@@ -78,10 +78,11 @@ from bastion.venues.paper.venue import DEFAULT_EPOCH_US, DEFAULT_FUNDING, PaperV
 
 VAULT_DIR = "vault"
 HSM_PIN_ENV = "BASTION_HSM_PIN"
-PASSPHRASE_ENV = "BASTION_MASTER_PASSPHRASE"  # noqa: S105 - the variable's name, not its value
+PASSPHRASE_ENV = "BASTION_MASTER_PASSPHRASE"  # noqa: S105 - the variable's name, not its value  # nosec B105
 log = structlog.get_logger("bastion.services")
 STATE_WATCH_SECONDS = 1.0  # how often a server re-reads stored policies and trading states
 LEARN_SECONDS = 0.05  # how often the fraud model learns what the stage queued
+NOTIFY_SECONDS = 15.0  # a CLI command waits at most this long for its alert to go out
 
 
 def _tree_size(store: SqlLedgerStore) -> int:
@@ -150,6 +151,7 @@ class Services:
     _learn: asyncio.Task[None] | None = dataclasses.field(default=None, repr=False)
     _fraud_stage: FraudCheck | None = dataclasses.field(default=None, repr=False)
     _tasks: set[asyncio.Task[Any]] = dataclasses.field(default_factory=set, repr=False)
+    _serving: bool = dataclasses.field(default=False, repr=False)
     _policy_reload: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
@@ -286,6 +288,7 @@ class Services:
         await self.fraud_memory.start_flushing()
         await self.oversight.reload_sinks()
         await self.alerts.start()
+        self._serving = True
 
     async def _learn_loop(self) -> None:
         """The fraud model learns here, off the request path (scoring stays inline)."""
@@ -405,6 +408,33 @@ class Services:
         self.metrics.fraud.labels(assessment.action.value).inc()
         for signal in assessment.signals:
             self.metrics.fraud_rules.labels(signal.rule).inc()
+
+    async def notify(
+        self, rule: str, *, action: str, reason: str, key_id: str | None, account: str | None
+    ) -> None:
+        """Tell the operators (every alert sink) of a security-relevant change: queued in a
+        serving process, sent before the command returns in a CLI process."""
+        alert = Alert(
+            rule=rule,
+            severity=Severity.WARNING,
+            key_id=key_id,
+            account=account,
+            action=action,
+            reason=reason[:500],
+            time=self.clock.now(),
+            ledger_index=None,
+        )
+        if self._serving:
+            self.submit_alert(alert)
+            return
+        try:
+            self.alerts.set_sinks(await self.oversight.load_sinks())
+            results = await asyncio.wait_for(self.alerts.send_now(alert), NOTIFY_SECONDS)
+            for sink, error in results:
+                if error is not None:
+                    log.error("notify_failed", rule=rule, sink=sink, error=error[:200])
+        except Exception:  # the change stands; the ledger has it
+            log.exception("notify_failed", rule=rule)
 
     def submit_alert(self, alert: Alert) -> bool:
         queued = self.alerts.submit(alert)
@@ -783,6 +813,14 @@ class Services:
             level.value, subject, state.value, actor=actor, now=self.clock.now(), entry=entry
         )
         self.trading.set(level, subject, state)
+        if state is not TradingState.ACTIVE and not actor.startswith("fraud:"):  # fraud halts alert already
+            await self.notify(
+                "killswitch.on",
+                action=state.value,
+                reason=f"{level.value} {subject or '*'} set to {state.value} by {actor}",
+                key_id=subject if level is Level.KEY else None,
+                account=subject if level is Level.ACCOUNT else None,
+            )
         report: dict[str, Any] = {"level": level.value, "subject": subject, "state": state.value}
         report["previous"] = previous.value
         if cancel_open:
@@ -871,6 +909,14 @@ class Services:
         revoked = await self.keys.revoke(key_id, self.clock.now())
         if revoked:
             await self.ledger.append("key.revoked", {"key_id": key_id})
+            key = await self.keys.get_key(key_id)
+            await self.notify(
+                "key.revoked",
+                action="revoke",
+                reason=f"key {key_id} was revoked by an operator",
+                key_id=key_id,
+                account=key.account if key is not None else None,
+            )
         return revoked
 
 

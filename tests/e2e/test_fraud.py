@@ -321,6 +321,23 @@ def test_repeated_denials_of_one_key_alert_then_halt_it(rig: Rig) -> None:
     assert refused.status == 403 and refused.body["error"]["code"] == "SUSPICIOUS_ACTIVITY"
 
 
+def test_revoking_a_key_and_the_kill_switch_alert_the_operators(rig: Rig) -> None:
+    gateway = rig.gateway
+    before = len(rig.receiver.posts)
+    spare = _key(gateway.home, "outsider")
+    cli(gateway.home, "keys", "revoke", spare.key_id)  # in the CLI process: sent before it returns
+    posted = [json.loads(b) for _, _, b in rig.receiver.posts[before:]]
+    revoked = [(a["key_id"], a["account"], a["action"]) for a in posted if a["rule"] == "key.revoked"]
+    assert revoked == [(spare.key_id, "outsider", "revoke")]
+    cli(gateway.home, "killswitch", "on", "--account", "outsider")  # through the running server
+    assert _wait(
+        lambda: any(json.loads(b)["rule"] == "killswitch.on" for _, _, b in rig.receiver.posts[before:])
+    )
+    switched = next(json.loads(b) for _, _, b in rig.receiver.posts[before:] if b"killswitch.on" in b)
+    assert switched["account"] == "outsider" and switched["action"] == "halted"
+    cli(gateway.home, "killswitch", "off", "--account", "outsider")
+
+
 def test_metrics_are_prometheus_text_and_only_for_allowed_scrapers(rig: Rig) -> None:
     gateway = rig.gateway
     response = gateway.raw("GET", "/metrics", source="127.0.0.1")

@@ -19,7 +19,9 @@ from decimal import Decimal
 from enum import Enum, StrEnum
 from types import MappingProxyType
 
-ACTIONS = frozenset({"allow", "alert", "hold", "deny", "halt", "test"})
+# The fraud stage's actions, a test, and the operator changes Bastion reports (a key revoked, a
+# kill switch set to halted or reducing).
+ACTIONS = frozenset({"allow", "alert", "hold", "deny", "halt", "test", "revoke", "halted", "reducing"})
 
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
