@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -150,6 +151,26 @@ def test_a_trade_only_credential_is_stored_sealed(home: Path) -> None:
     assert database
     assert b"venue-secret-xyz-very-long" not in database
     assert b"venue-key-123" not in database
+
+
+def test_a_removed_credential_is_gone_and_recorded(home: Path) -> None:
+    run("accounts", "create", "alice", "--home", str(home))
+    code, out = run_stdin(
+        SAFE_CREDENTIAL, "venues", "add", "--account", "alice", "--home", str(home), "--json"
+    )
+    credential = json.loads(out)["credential_id"]
+    code, out = run("venues", "remove", credential, "--home", str(home), "--json")
+    assert code == 0, out
+    assert json.loads(out) == {"credential_id": credential, "account": "alice", "removed": True}
+    assert json.loads(run("venues", "list", "--home", str(home), "--json")[1])["credentials"] == []
+    code, out = run("venues", "remove", credential, "--home", str(home))
+    assert code == 2 and "no venue credential" in out
+    code, out = run("ledger", "export", "--out", str(home / "x.jsonl"), "--home", str(home))
+    assert code == 0, out
+    lines = [json.loads(line) for line in (home / "x.jsonl").read_text().splitlines()]
+    entries = [json.loads(base64.b64decode(x["body"])) for x in lines if "body" in x]
+    removed = [e["data"] for e in entries if e["kind"] == "credential.removed"]
+    assert [(r["credential_id"], r["account"]) for r in removed] == [(credential, "alice")]
 
 
 def test_an_unrestricted_credential_warns(home: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from bastion import __version__, control
+from bastion import __version__, control, logs
 from bastion.clock import SystemClock
 from bastion.config import CONFIG_NAME, DEFAULT_CONFIG, default_home, load_settings
 from bastion.crypto import keys as keyfmt
@@ -92,6 +92,8 @@ def _fail(message: str, as_json: bool, code: int = 2) -> NoReturn:
 
 def _with_services(home: Path, action: Callable[[Services], Awaitable[T]]) -> T:
     settings = load_settings(home)
+    # the command's log lines (alerts it sends, failures) go to the home's log, never stdout
+    logs.configure(settings.log.level, home / settings.log.file if settings.log.file else None)
 
     async def main() -> T:
         services = Services.build(home, settings)
@@ -226,7 +228,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the gateway (HTTPS) with the paper venue."""
-    from bastion import logs, server
+    from bastion import server
 
     path = _home(home)
     try:
@@ -546,6 +548,20 @@ def venues_add(
     for warning in warnings:
         text += f"\nwarning: {warning}"
     _emit(as_json, {"credential_id": row.id, "permissions": permissions, "warnings": warnings}, text)
+
+
+@venues_app.command("remove")
+def venues_remove(credential_id: str, home: Home = None, as_json: Json = False) -> None:
+    """Remove a venue credential (revoke it at the venue first): its sealed secret is deleted."""
+    try:
+        row = _with_services(_home(home), lambda s: s.remove_venue_credential(credential_id, actor=_actor()))
+    except BastionError as exc:
+        _fail(str(exc), as_json)
+    _emit(
+        as_json,
+        {"credential_id": row.id, "account": row.account, "removed": True},
+        f"credential {row.id} of {row.account} on {row.venue} removed",
+    )
 
 
 @venues_app.command("list")

@@ -647,6 +647,23 @@ class Services:
         )
         return row, warnings
 
+    async def remove_venue_credential(self, credential_id: str, *, actor: str) -> CredentialRow:
+        """Forget a venue credential (after revoking it at the venue): its sealed secret is
+        deleted and the removal recorded."""
+        row = await self.credentials.remove(credential_id)
+        if row is None:
+            raise ConfigError(f"no venue credential {credential_id}")
+        facts = {"credential_id": row.id, "account": row.account, "venue": row.venue, "actor": actor}
+        await self.ledger.append("credential.removed", facts | {"api_key_fingerprint": row.fingerprint})
+        await self.notify(
+            "credential.removed",
+            action="revoke",
+            reason=f"venue credential {row.id} ({row.venue}) removed by {actor}",
+            key_id=None,
+            account=row.account,
+        )
+        return row
+
     async def rotate_master(self, *, resume: bool = False, to: str | None = None) -> RotationReport:
         """Create the next master-key version (unless ``resume``) in the keyfile or PKCS#11
         provider (``to``, default the settings' provider) and re-seal every secret under it.

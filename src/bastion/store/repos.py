@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -779,6 +779,18 @@ class SqlCredentialStore:
             "created_us": to_us(row.created_at),
         }
         await self._db.write(lambda conn: conn.execute(insert(venue_credentials).values(**values)))
+
+    async def remove(self, credential_id: str) -> CredentialRow | None:
+        """Delete a credential (its sealed secret with it); the row as it was, or None."""
+        found = [r for r in await self.list() if r.id == credential_id]
+        if not found:
+            return None
+
+        def run(conn: Connection) -> None:
+            conn.execute(delete(venue_credentials).where(venue_credentials.c.id == credential_id))
+
+        await self._db.write(run)
+        return found[0]
 
     async def list(self, account: str | None = None) -> list[CredentialRow]:
         query = select(venue_credentials).order_by(venue_credentials.c.created_us)
