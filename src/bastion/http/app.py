@@ -266,6 +266,9 @@ def create_app(
             response = error_response(ErrorCode.FORBIDDEN, ctx.request_id)
         if ctx.response_headers:
             response.headers.update(ctx.response_headers)
+        if ctx.body_too_large or ctx.body_timed_out:
+            # the rest of that body may still be arriving, byte by byte: do not wait for it
+            response.headers["connection"] = "close"
         return response
 
     async def healthz(request: Request) -> Response:
@@ -309,6 +312,13 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
+    for route in routes:
+        # GET routes do not answer HEAD: only what is declared exists (405 otherwise)
+        if route.methods is not None:
+            route.methods.discard("HEAD")
     handlers: dict[Any, Any] = {HTTPException: edge_refusal, Exception: server_error}
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    # "/v1/orders/" is not a route: a 404 like any other, never a redirect (whose Location
+    # would come from the Host header)
+    app.router.redirect_slashes = False
     return SecurityHeaders(app)

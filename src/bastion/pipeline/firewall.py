@@ -17,6 +17,7 @@ are authentication failures and left to the authentication stage (one ``401`` fo
 
 from __future__ import annotations
 
+import json
 import re
 from typing import ClassVar
 from urllib.parse import parse_qsl
@@ -98,6 +99,30 @@ def to_order_request(body: PlaceOrder) -> OrderRequest | str:
     )
 
 
+class _Duplicate(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _Duplicate
+    return found
+
+
+def _has_duplicate_member(body: bytes) -> bool:
+    """Whether an object in the body names a member twice (``"price"`` and ``"pr\\u0069ce"``
+    included).  A decoder keeps the last; a log reader or a proxy may keep the first, and then
+    it sees another order than the one placed."""
+    try:
+        json.loads(body, object_pairs_hook=_pairs)
+    except _Duplicate:
+        return True
+    except ValueError:
+        return True  # msgspec decoded it, the standard library cannot: refuse what is ambiguous
+    return False
+
+
 class Firewall:
     name: ClassVar[str] = "firewall"
 
@@ -152,6 +177,8 @@ class Firewall:
             body = msgspec.json.decode(ctx.body, type=route.body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _deny(ErrorCode.BAD_REQUEST, f"body: {exc}")
+        if _has_duplicate_member(ctx.body):  # decoded, so small and shaped like the struct
+            return _deny(ErrorCode.BAD_REQUEST, "a member is given twice")
         ctx.payload = body
         if isinstance(body, PlaceOrder):
             if body.label is not None:

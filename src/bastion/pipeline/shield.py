@@ -32,19 +32,28 @@ from bastion.state.buckets import TokenBucket, new_bucket
 
 _KEYID = re.compile(r'keyid="(bst_[0-9A-Za-z]{30})"')
 _MAX_BUCKETS = 200_000
+MAX_CLAIMED = 4  # a request naming more key ids than this is refused outright
 # Shedding order: reads first, new orders next, cancels last (ARCHITECTURE §1, API4).
 _SHED_AT = {"cancel_order": 1.0, "place_order": 0.8}
 _READS_SHED_AT = 0.5
 
 
+def claimed_key_ids(ctx: RequestContext) -> list[str]:
+    """Every key id a request names anywhere in its Signature-Input lines, peeked without
+    parsing them (authn parses and checks them properly).  All of them: a decoy parameter,
+    padding or a second member must not let a request past a locked key it also names."""
+    found: list[str] = []
+    for value in ctx.headers.get("signature-input", ()):
+        for key_id in _KEYID.findall(value):
+            if key_id not in found:
+                found.append(key_id)
+    return found
+
+
 def claimed_key_id(ctx: RequestContext) -> str | None:
-    """The key id a request names, peeked from Signature-Input without parsing it (authn
-    parses and checks it properly)."""
-    values = ctx.headers.get("signature-input")
-    if not values:
-        return None
-    found = _KEYID.search(values[0][:2048])
-    return found.group(1) if found else None
+    """The first key id a request names (see :func:`claimed_key_ids`)."""
+    found = claimed_key_ids(ctx)
+    return found[0] if found else None
 
 
 def _ceil(seconds: float) -> int:
@@ -75,12 +84,14 @@ class Shield:
         banned = self.bans.address_banned(address, now)
         if banned:
             return Deny(self.name, ErrorCode.BANNED, "address banned", retry_after=_ceil(banned))
-        key_id = claimed_key_id(ctx)
-        if key_id is not None:
+        claimed = claimed_key_ids(ctx)
+        for key_id in claimed[:MAX_CLAIMED]:
             locked = self.bans.key_locked(key_id, address, now)
             if locked:
                 reason = f"key {key_id} is locked against addresses it was not used from"
                 return Deny(self.name, ErrorCode.BANNED, reason, retry_after=_ceil(locked))
+        if len(claimed) > MAX_CLAIMED:
+            return Deny(self.name, ErrorCode.AUTHENTICATION_FAILED, f"{len(claimed)} key ids named")
         limit = self._settings.max_in_flight * _SHED_AT.get(ctx.route.name, _READS_SHED_AT)
         if self.in_flight >= limit:
             self.shed += 1
@@ -101,13 +112,17 @@ class Shield:
         if ctx.body_timed_out:
             return Deny(self.name, ErrorCode.REQUEST_TIMEOUT, "body not received in time")
         self.in_flight += 1
-        ctx.finalizers.append(lambda verdict: self._settle(ctx, key_id, verdict))
+        ctx.finalizers.append(lambda verdict: self._settle(ctx, claimed, verdict))
         return ALLOW
 
-    def _settle(self, ctx: RequestContext, key_id: str | None, verdict: Verdict) -> None:
+    def _settle(self, ctx: RequestContext, claimed: list[str], verdict: Verdict) -> None:
         self.in_flight -= 1
         now = self._clock.now().timestamp()
         if isinstance(verdict, Deny) and verdict.code is ErrorCode.AUTHENTICATION_FAILED:
+            # the failure counts against the key authn parsed out of the header, else the first named
+            parsed = ctx.signature.keyid if ctx.signature is not None else None
+            first = claimed[0] if claimed else None
+            key_id = parsed if parsed is not None and parsed.startswith("bst_") else first
             for ban in self.bans.failure(ctx.client_ip, key_id, now):
                 ctx.pending.append(self._ledger.enqueue("shield.banned", _facts(ban)))
         elif ctx.principal is not None:
