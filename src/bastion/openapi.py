@@ -50,6 +50,11 @@ def build_openapi() -> dict[str, Any]:
                         "application/json": {"schema": {"$ref": _REF.format(name=route.response.__name__)}}
                     },
                 },
+                **(
+                    {"200": {"description": "A retry: the order placed first, unchanged"}}
+                    if route.name == "place_order"
+                    else {}
+                ),
                 **_error_responses(route.errors),
             },
         }
@@ -59,8 +64,12 @@ def build_openapi() -> dict[str, Any]:
         ]
         if route.query is not None:
             query_schema = msgspec.json.schema(route.query)
-            for name, prop in query_schema.get("properties", {}).items():
-                parameters.append({"name": name, "in": "query", "required": False, "schema": prop})
+            ref = str(query_schema.get("$ref", ""))
+            defs = query_schema.get("$defs", {})
+            struct = defs.get(ref.rsplit("/", 1)[-1], query_schema) if ref else query_schema
+            required = set(struct.get("required", ()))
+            for name, prop in struct.get("properties", {}).items():
+                parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop})
         if parameters:
             op["parameters"] = parameters
         if route.body is not None:

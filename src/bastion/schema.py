@@ -213,7 +213,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         OrderView,
         success=201,
         body=PlaceOrder,
-        errors=(400, 401, 403, 409, 413, 415, 422, 429, 503),
+        errors=(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503),
     ),
     RouteSpec(
         "list_orders",

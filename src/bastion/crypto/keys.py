@@ -53,7 +53,7 @@ def is_valid_key_id(key_id: str) -> bool:
     return secrets.compare_digest(key_id[-_CHECK_LEN:], _checksum(body))
 
 
-SECRET_PREFIX = "bsk_"  # pragma: allowlist secret  # noqa: S105 - a public prefix, not a secret
+SECRET_PREFIX = "bsk_"  # pragma: allowlist secret  # noqa: S105 - a public prefix, not a secret  # nosec B105
 
 
 def new_hmac_secret() -> str:

@@ -71,6 +71,8 @@ class KeyActivity:
     # The most orders the key usually sends in one burst window (learned from orders that
     # raised nothing, decaying slowly): a grid's ladder is its normal, a loop is not.
     usual_peak: float = 0.0
+    peak_pending: int = 0  # the busiest count of the window being watched, not yet usual
+    peak_started: float | None = None
     # Identical orders (symbol, side, type, price, quantity) in the burst window, by client
     # order id; a cancelled one leaves (a market maker re-quoting the same price is not a loop).
     repeats: dict[tuple[object, ...], dict[str, float]] = field(default_factory=dict)
@@ -96,7 +98,9 @@ class KeyActivity:
         repeat tracker (held and refused orders count too, so a loop cannot wait its way in)."""
         self.recent.append((now, notional))
         self.recent_notional += notional
-        self.repeats.setdefault(signature, {})[client_order_id] = now
+        seen = self.repeats.setdefault(signature, {})
+        seen.pop(client_order_id, None)  # kept in time order: a re-noted id moves to the end
+        seen[client_order_id] = now
         self.noted += 1
         if self.noted % SWEEP_EVERY == 0:
             self.repeats = {k: v for k, v in self.repeats.items() if v}
@@ -106,7 +110,13 @@ class KeyActivity:
         seen = self.repeats.get(signature)
         if not seen:
             return 0
-        for client_order_id in [c for c, at in seen.items() if at < now - window]:
+        cutoff = now - window
+        expired = []
+        for client_order_id, at in seen.items():  # oldest first: stop at the first one still in
+            if at >= cutoff:
+                break
+            expired.append(client_order_id)
+        for client_order_id in expired:
             del seen[client_order_id]
         return len(seen)
 
@@ -115,9 +125,16 @@ class KeyActivity:
         if seen is not None:
             seen.pop(client_order_id, None)
 
-    def learn_peak(self, count: int) -> None:
-        """A clean order's burst-window count: the key's usual peak follows it."""
-        self.usual_peak = max(float(count), self.usual_peak * PEAK_DECAY)
+    def learn_peak(self, count: int, now: float, window: float) -> None:
+        """A clean order's burst-window count.  The key's usual peak takes it in only once
+        the window it belongs to has passed: during a burst the burst is judged against what
+        was usual before it (a runaway ladder cannot teach itself to be normal)."""
+        if self.peak_started is None or now - self.peak_started > window:
+            self.usual_peak = max(float(self.peak_pending), self.usual_peak * PEAK_DECAY)
+            self.peak_started = now
+            self.peak_pending = count
+        else:
+            self.peak_pending = max(self.peak_pending, count)
 
     def record_order(self, now: float, symbol: str, notional: float) -> None:
         if self.last_order_at is not None:

@@ -199,7 +199,8 @@ class FraudEngine:
         activity = self.activity(key_id)
         activity.record_order(stamp, request.symbol, float(notional))
         if not assessment.signals:  # a clean order teaches the key's usual peak
-            activity.learn_peak(activity.burst(stamp, self.settings.burst_window_seconds)[0])
+            window = self.settings.burst_window_seconds
+            activity.learn_peak(activity.burst(stamp, window)[0], stamp, window)
         signature = signature_of(request)
         self._orders[(account, request.client_order_id)] = _Tracked(
             key_id, owner, request.symbol, stamp, signature

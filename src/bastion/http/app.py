@@ -31,6 +31,7 @@ from bastion.domain.principals import Scope as KeyScope
 from bastion.domain.verdict import Allow, Deny, Hold, Verdict
 from bastion.errors import HTTP_STATUS, MESSAGES, ErrorCode
 from bastion.http.forwarded import client_of, parse_networks
+from bastion.http.headers import SECURITY_HEADERS
 from bastion.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bastion.openapi import build_openapi
 from bastion.pipeline.chain import Pipeline, Stage
@@ -52,15 +53,6 @@ from bastion.vault.subjects import SubjectKeys
 
 log = structlog.get_logger("bastion.http")
 _encode = msgspec.json.Encoder().encode
-
-SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
-    (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"cache-control", b"no-store"),
-    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-)
 
 
 class SecurityHeaders:
@@ -277,14 +269,18 @@ def create_app(
         return json_response(view, 200 if status == "ok" else 503, new_request_id())
 
     async def openapi(request: Request) -> Response:
-        return Response(openapi_bytes, media_type="application/json")
+        return Response(
+            openapi_bytes, media_type="application/json", headers={"x-request-id": new_request_id()}
+        )
 
     async def metrics_endpoint(request: Request) -> Response:
         client = request.scope.get("client") or ("", 0)
         address, _ = client_of(str(client[0]), _headers(request), trusted)
         if metrics is None or not _in_networks(address, scrapers):
             raise HTTPException(404)  # answered and recorded like any undeclared route
-        return Response(metrics(), media_type=METRICS_CONTENT_TYPE)
+        return Response(
+            metrics(), media_type=METRICS_CONTENT_TYPE, headers={"x-request-id": new_request_id()}
+        )
 
     async def edge_refusal(request: Request, exc: Exception) -> Response:
         """An undeclared route or method: through the shield (floods of them are limited like

@@ -25,15 +25,23 @@ from collections import Counter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bastion.config import ShieldSettings
+from bastion.http.headers import SECURITY_HEADERS
 
 REFUSED: Counter[str] = Counter()
 
 
 def _response(status: bytes, reason: bytes) -> bytes:
     body = b'{"error":{"code":"' + reason + b'","message":"Refused at the connection."}}'
+    security = b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS)
     return (
-        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
-        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        b"HTTP/1.1 "
+        + status
+        + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        + security
+        + b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
 
 
@@ -41,6 +49,7 @@ _TOO_MANY = _response(b"503 Service Unavailable", b"TOO_MANY_CONNECTIONS")
 _HEADERS_TOO_LARGE = _response(b"431 Request Header Fields Too Large", b"HEADERS_TOO_LARGE")
 _URL_TOO_LONG = _response(b"414 URI Too Long", b"URL_TOO_LONG")
 _TIMEOUT = _response(b"408 Request Timeout", b"REQUEST_TIMEOUT")
+_MALFORMED = _response(b"400 Bad Request", b"BAD_REQUEST")
 
 
 def shielded_protocol(settings: ShieldSettings) -> type[HttpToolsProtocol]:
@@ -54,6 +63,13 @@ def shielded_protocol(settings: ShieldSettings) -> type[HttpToolsProtocol]:
         _header_bytes = 0
         _url_bytes = 0
         _refused = False
+
+        def send_400_response(self, msg: str) -> None:
+            """uvicorn's answer to bytes that are not HTTP, in Bastion's shape and headers."""
+            REFUSED["malformed_request"] += 1
+            if not self.transport.is_closing():
+                self.transport.write(_MALFORMED)
+                self.transport.close()
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)

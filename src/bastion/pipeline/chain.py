@@ -103,7 +103,7 @@ def build_stages(
         fraud,
         Forward(orders, venue, ledger, clock, venue_timeout_seconds, proofs),
     )
-    assert tuple(s.name for s in stages) == STAGE_ORDER  # noqa: S101 - guards the declaration above
+    assert tuple(s.name for s in stages) == STAGE_ORDER  # noqa: S101 - guards the declaration above  # nosec B101
     return stages
 
 

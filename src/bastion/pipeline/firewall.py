@@ -175,8 +175,8 @@ class Firewall:
             return _deny(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "content type is not application/json")
         try:
             body = msgspec.json.decode(ctx.body, type=route.body)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            return _deny(ErrorCode.BAD_REQUEST, f"body: {exc}")
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return _deny(ErrorCode.BAD_REQUEST, f"body: {type(exc).__name__}: {str(exc)[:200]}")
         if _has_duplicate_member(ctx.body):  # decoded, so small and shaped like the struct
             return _deny(ErrorCode.BAD_REQUEST, "a member is given twice")
         ctx.payload = body

@@ -76,7 +76,7 @@ def decide(
         new_tats.append(new_tat)
         if tightest is None or remaining < tightest[0]:
             tightest = (remaining, rule.burst, reset, rule.bucket)
-    assert tightest is not None  # noqa: S101 - rules is never empty (checked by hit)
+    assert tightest is not None  # noqa: S101 - rules is never empty (checked by hit)  # nosec B101
     remaining, limit, reset, bucket = tightest
     return RateDecision(allowed, limit, int(remaining), reset, retry, bucket), new_tats
 

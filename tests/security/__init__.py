@@ -1,0 +1,1 @@
+"""The OWASP API Security Top 10 (2023) suite: attacks against a real Bastion on loopback."""
