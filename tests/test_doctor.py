@@ -51,11 +51,16 @@ def test_readable_secrets_fail(home: Path) -> None:
     assert "chmod 600" in checks["settings file"]["fix"]
 
 
-def test_a_readable_master_keyfile_stops_everything(home: Path) -> None:
+def test_a_readable_master_keyfile_stops_everything_and_doctor_says_why(home: Path) -> None:
     os.chmod(home / "vault" / "master-1.key", 0o644)
-    code, out = run("doctor", "--home", str(home))
+    code, out = run("accounts", "create", "bob", "--home", str(home))
     assert code == 2  # the vault refuses to load it at all: nothing runs until it is fixed
     assert "group or others" in out
+    code, checks = doctor(home)
+    assert code == 1  # doctor still reports, with the checks it can make without the vault
+    failed = {name: c for name, c in checks.items() if c["level"] == "fail"}
+    assert list(failed) == ["master keyfile master-1.key"]
+    assert "chmod 600" in failed["master keyfile master-1.key"]["fix"]
 
 
 def test_keys_without_allow_list_warn_and_fenced_ones_do_not(home: Path) -> None:

@@ -645,12 +645,18 @@ def vault_retire(
 def doctor(home: Home = None, as_json: Json = False) -> None:
     """Audit this installation: permissions, TLS, master keys, keys, credentials, the ledger.
     Exit 1 if anything fails."""
-    from bastion.doctor import Level, run_checks
+    from bastion.doctor import Check, Level, file_checks, run_checks
 
+    path = _home(home)
     try:
-        checks = _with_services(_home(home), run_checks)
+        checks = _with_services(path, run_checks)
     except BastionError as exc:
-        _fail(str(exc), as_json)
+        if not (path / CONFIG_NAME).is_file():
+            _fail(str(exc), as_json)
+        # the services refused to start: report why, with what can be checked without them
+        checks = file_checks(path)
+        if not any(c.level is Level.FAIL for c in checks):  # else those say why
+            checks.append(Check(Level.FAIL, "start-up", str(exc)[:300], "fix it, then run doctor again"))
     if as_json:
         typer.echo(json.dumps({"checks": [dataclasses.asdict(c) for c in checks]}, sort_keys=True))
     else:

@@ -50,6 +50,21 @@ def _private(path: Path, name: str, *, directory: bool = False) -> Check:
     return Check(Level.OK, name, f"{path} is private ({mode:o})")
 
 
+def file_checks(home: Path) -> list[Check]:
+    """What can be audited without opening anything: the modes of the home's secret files.
+    ``bastion doctor`` falls back on these when the services refuse to start (a master
+    keyfile others can read, for one), so the refusal is still reported as a failed check."""
+    checks = [
+        _private(home, "home directory", directory=True),
+        _private(home / "bastion.toml", "settings file"),
+    ]
+    checks += [
+        _private(keyfile, f"master keyfile {keyfile.name}")
+        for keyfile in sorted((home / VAULT_DIR).glob("master-*.key"))
+    ]
+    return checks
+
+
 async def run_checks(services: Services) -> list[Check]:
     home, settings, now = services.home, services.settings, services.clock.now()
     checks = [

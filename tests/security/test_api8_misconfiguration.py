@@ -577,13 +577,6 @@ def test_api8_doctor_fails_when_the_master_keyfile_is_world_readable(audited: Pa
     assert bastion(audited, "doctor", "--json")[0] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: with a world-readable master keyfile `bastion doctor --json` cannot run at all "
-    "(exit 2, {'error': ...} on stderr: the vault refuses the keyfile while the services start, "
-    "src/bastion/cli.py doctor -> _with_services), so the audit docs/architecture.md describes "
-    "(every check, exit 1) never reports, and doctor.py's own 'master keyfile' check cannot fire",
-)
 def test_api8_doctor_reports_a_world_readable_master_keyfile_as_a_failed_check(audited: Path) -> None:
     keyfile = audited / "vault" / "master-1.key"
     keyfile.chmod(0o644)
