@@ -154,7 +154,13 @@ def build(services: Services, mode: str, stats_file: Path | None) -> ASGIApp:
         stages = services.stages()
     elif mode == "P":
         ledger = NullLedger()
-        services.venue.unsubscribe(services.on_venue_order)  # the risk book is the gateway's, not P's
+        # the risk book, the fraud stage's windows and the metrics are the gateway's, not P's
+        for listener in (
+            services.on_venue_order,
+            services.fraud_engine.on_venue_order,
+            services.metrics.on_venue_order,
+        ):
+            services.venue.unsubscribe(listener)
         stages = (PassThrough(services, "bench"),)
     elif mode == "T":
         ledger = TimedLedger(services.ledger)
@@ -164,8 +170,19 @@ def build(services: Services, mode: str, stats_file: Path | None) -> ASGIApp:
         )
     else:
         raise SystemExit("MODE is G, P or T")
+    if mode == "P":
+        pipeline = Pipeline(stages, ledger)
+    else:  # as the server builds it: the fraud stage's observer and the metrics' timer included
+        pipeline = Pipeline(
+            stages,
+            ledger,
+            services.personal,
+            observers=(services.fraud_stage().observe,),
+            timer=services.metrics,
+            clock=time.perf_counter,
+        )
     return create_app(
-        pipeline=Pipeline(stages, ledger, None if mode == "P" else services.personal),
+        pipeline=pipeline,
         ledger=ledger,
         clock=services.clock,
         venue_name=services.venue.name,

@@ -118,7 +118,21 @@ class Metrics:
         gauge.set_function(lambda: float(in_flight()))
         r.register(_StateCollector(trading, ledger_size))
         self._stage_children: dict[str, Histogram] = {}
+        self._children: dict[str, Counter] = {}
+        self._rule_children: dict[str, Counter] = {}
         self._seen: dict[tuple[str, str], float] = {}
+
+    def fraud_decided(self, action: str, rules: list[str]) -> None:
+        """One fraud decision (children cached: this runs for every order)."""
+        child = self._children.get(action)
+        if child is None:
+            child = self._children[action] = self.fraud.labels(action)
+        child.inc()
+        for rule in rules:
+            counter = self._rule_children.get(rule)
+            if counter is None:
+                counter = self._rule_children[rule] = self.fraud_rules.labels(rule)
+            counter.inc()
 
     def stage_done(self, stage: str, seconds: float) -> None:
         child = self._stage_children.get(stage)
