@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BASTION_HOME ?= .bastion
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench fuzz audit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,7 @@ run: $(VENV)/.run-installed
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/bandit --quiet --recursive src
 
 typecheck: $(VENV)/.test-installed
 	$(BIN)/mypy --strict src bench
@@ -43,6 +44,16 @@ bench: $(VENV)/.test-installed
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/flood.py --check --check-latency
 	$(BIN)/python bench/firewall.py
+
+# Schemathesis through the signing hook for FUZZ_MINUTES (default 10); see docs/security-testing.md.
+FUZZ_MINUTES ?= 10
+fuzz: $(VENV)/.test-installed
+	$(BIN)/python bench/fuzz.py --minutes $(FUZZ_MINUTES)
+
+# Known vulnerabilities in the installed packages, from PyPI's advisory data: needs the network.
+# --strict: a package that could not be looked up fails the audit instead of passing unchecked.
+audit: $(VENV)/.test-installed
+	$(BIN)/pip-audit --strict --local --skip-editable --progress-spinner off
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -21,10 +21,10 @@ from bastion.domain.orders import Balance, OrderType, Side, Ticker, TimeInForce
 from bastion.domain.principals import Scope
 from bastion.ports import OrderRecord
 
-SYMBOL_PATTERN = r"^[A-Z0-9]{1,12}(-[A-Z0-9]{1,12})?$"
-CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,36}$"
-ORDER_ID_PATTERN = r"^ord_[0-9A-Za-z]{24}$"
-DECIMAL_PATTERN = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$"
+SYMBOL_PATTERN = r"^[A-Z0-9]{1,12}(-[A-Z0-9]{1,12})?$(?!\n)"
+CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,36}$(?!\n)"
+ORDER_ID_PATTERN = r"^ord_[0-9A-Za-z]{24}$(?!\n)"
+DECIMAL_PATTERN = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$(?!\n)"
 
 Symbol = Annotated[str, Meta(pattern=SYMBOL_PATTERN, description="Instrument symbol, e.g. BTC-USD")]
 ClientOrderId = Annotated[
@@ -202,7 +202,7 @@ class RouteSpec:
 
 
 _ID = {"id": ORDER_ID_PATTERN}
-ENTRY_INDEX_PATTERN = r"^(0|[1-9][0-9]{0,17})$"
+ENTRY_INDEX_PATTERN = r"^(0|[1-9][0-9]{0,17})$(?!\n)"
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(
         "place_order",

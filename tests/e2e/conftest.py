@@ -216,7 +216,7 @@ def _configure(home: Path, port: int, *, quiet_fraud: bool = True) -> None:
     text = text.replace("ban_after_failures = 10 ", "ban_after_failures = 10000 ")
     text = text.replace("key_lockout_after_failures = 20 ", "key_lockout_after_failures = 10000 ")
     if quiet_fraud:
-        text = _quiet_fraud(text)
+        text = quieten_fraud(text)
     text = text.replace("ip_requests_per_second = 100.0", "ip_requests_per_second = 1000.0")
     text = text.replace("key_per_second = 20.0", "key_per_second = 500.0").replace(
         "key_burst = 40", "key_burst = 1000"
@@ -229,7 +229,7 @@ def _configure(home: Path, port: int, *, quiet_fraud: bool = True) -> None:
     config.write_text(text)
 
 
-def _quiet_fraud(text: str) -> str:
+def quieten_fraud(text: str) -> str:
     """The shared suite's keys are refused on purpose again and again (BOLA, bad bodies,
     limits) and trade like no bot would (bursts, cancels within a second, prices far off the
     market): the fraud stage's actions are tested on a server of their own

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Gateway, Key, cli, cli_json, free_port, serve, stop
+from tests.e2e.conftest import Gateway, Key, cli, cli_json, free_port, quieten_fraud, serve, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ def shielded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     text = text.replace("header_timeout_seconds = 5.0", "header_timeout_seconds = 1.0")
     text = text.replace("body_timeout_seconds = 10.0", "body_timeout_seconds = 1.0")
     text = text.replace("ban_seconds = 30.0", "ban_seconds = 2.0")
-    config.write_text(text)
+    config.write_text(quieten_fraud(text))  # bursts of identical orders are not what it tests
     cli(home, "accounts", "create", "sh")
     data = cli_json(home, "keys", "create", "--account", "sh", "--scopes", "read,trade,cancel", "--generate")
     key = Key(data["key_id"], Path(data["private_key_path"]))

@@ -316,12 +316,16 @@ def test_a_cancelled_order_is_no_repeat_and_old_ones_leave_the_window() -> None:
     assert rules.bursts(key, order, later, S) == []
 
 
-def test_a_clean_order_teaches_the_usual_peak_which_decays_slowly() -> None:
+def test_a_clean_order_teaches_the_usual_peak_once_its_window_has_passed() -> None:
     key = activity()
-    key.learn_peak(12)
+    window = S.burst_window_seconds
+    for n in range(1, 13):  # a ladder of 12 within a second
+        key.learn_peak(n, T + n / 100, window)
+    assert key.usual_peak == 0  # during the burst, the burst is not yet usual
+    key.learn_peak(1, T + window + 1, window)
     assert key.usual_peak == 12
-    for _ in range(100):
-        key.learn_peak(1)
+    for n in range(100):  # quiet windows: it is forgotten slowly
+        key.learn_peak(1, T + (n + 2) * (window + 1), window)
     assert 10 < key.usual_peak < 12
 
 

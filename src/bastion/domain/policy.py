@@ -41,9 +41,9 @@ from bastion.domain.orders import OrderType, Side
 from bastion.domain.principals import Scope
 from bastion.errors import PolicyError
 
-_DEC = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$"
-_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-_SYMBOL = r"^[A-Z0-9]{1,12}(-[A-Z0-9]{1,12})?$"
+_DEC = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$(?!\n)"
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$(?!\n)"
+_SYMBOL = r"^[A-Z0-9]{1,12}(-[A-Z0-9]{1,12})?$(?!\n)"
 Dec = Annotated[str, Meta(pattern=_DEC, max_length=40)]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

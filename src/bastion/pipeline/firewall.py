@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from bastion.domain.money import parse_decimal
+from bastion.domain.money import DecimalFormatError, parse_decimal
 from bastion.domain.orders import OrderRequest, OrderType, TimeInForce
 from bastion.domain.verdict import ALLOW, Deny, Verdict
 from bastion.errors import ErrorCode
@@ -87,13 +87,18 @@ def to_order_request(body: PlaceOrder) -> OrderRequest | str:
         tif = TimeInForce.IOC if body.type is OrderType.MARKET else TimeInForce.GTC
     if body.type is OrderType.MARKET and tif is TimeInForce.GTC:
         return "market order with time_in_force gtc"
+    try:
+        quantity = parse_decimal(body.quantity)
+        price = None if body.price is None else parse_decimal(body.price)
+    except DecimalFormatError as exc:  # the struct's pattern should have refused it already
+        return f"decimal refused: {exc}"
     return OrderRequest(
         client_order_id=body.client_order_id,
         symbol=body.symbol,
         side=body.side,
         type=body.type,
-        quantity=parse_decimal(body.quantity),
-        price=None if body.price is None else parse_decimal(body.price),
+        quantity=quantity,
+        price=price,
         time_in_force=tif,
         label=body.label,
     )
