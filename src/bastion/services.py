@@ -834,12 +834,16 @@ class Services:
         )
         self.trading.set(level, subject, state)
         if state is not TradingState.ACTIVE and not actor.startswith("fraud:"):  # fraud halts alert already
+            account = subject if level is Level.ACCOUNT else None
+            if level is Level.KEY:
+                key = await self.keys.get_key(subject)
+                account = key.account if key is not None else None  # who the operator must call
             await self.notify(
                 "killswitch.on",
                 action=state.value,
                 reason=f"{level.value} {subject or '*'} set to {state.value} by {actor}",
                 key_id=subject if level is Level.KEY else None,
-                account=subject if level is Level.ACCOUNT else None,
+                account=account,
             )
         report: dict[str, Any] = {"level": level.value, "subject": subject, "state": state.value}
         report["previous"] = previous.value

@@ -108,6 +108,17 @@ def test_different_keys_and_rules_are_not_suppressed() -> None:
     assert dispatcher.stats()["suppressed_duplicate"] == 1
 
 
+def test_alerts_without_a_key_are_told_apart_by_their_account() -> None:
+    """Two accounts halted one after the other are two alerts (the kill switch names no key)."""
+    clock = FakeClock()
+    dispatcher = AlertDispatcher(clock, dedupe_seconds=60)
+    halted = {"rule": "killswitch.on", "key_id": None, "action": "halted"}
+    assert dispatcher.submit(make_alert(clock, **halted, account="one"))
+    assert dispatcher.submit(make_alert(clock, **halted, account="two"))
+    assert not dispatcher.submit(make_alert(clock, **halted, account="one"))
+    assert dispatcher.stats()["suppressed_duplicate"] == 1
+
+
 def test_the_rate_limit_counts_per_rule_and_key_in_a_sliding_window() -> None:
     clock = FakeClock()
     dispatcher = AlertDispatcher(clock, dedupe_seconds=0, max_per_window=3, window_seconds=600)

@@ -44,8 +44,10 @@ log = structlog.get_logger("bastion.alerts")
 _MAX_TRACKED = 10_000
 _COUNTERS = ("submitted", "suppressed_duplicate", "suppressed_rate", "dropped", "delivered", "failed")
 
-_DedupeKey = tuple[str, str | None, str]  # rule, key_id, action
-_RateKey = tuple[str, str | None]  # rule, key_id
+# An alert's subject is its key, or its account when it names no key (a kill switch on an
+# account): two accounts halted one after the other are two alerts, not one.
+_DedupeKey = tuple[str, str | None, str | None, str]  # rule, key_id, account, action
+_RateKey = tuple[str, str | None, str | None]  # rule, key_id, account
 Delivered = Callable[[Alert, str, float], None]
 Failed = Callable[[Alert, str, str], None]
 
@@ -144,12 +146,12 @@ class AlertDispatcher:
             self._counts["dropped"] += 1
             return False
         now = self._clock.now()
-        dedupe_key = (alert.rule, alert.key_id, alert.action)
+        dedupe_key = (alert.rule, alert.key_id, alert.account, alert.action)
         last = self._last_seen.get(dedupe_key)
         if last is not None and (now - last).total_seconds() < self._dedupe:
             self._counts["suppressed_duplicate"] += 1
             return False
-        rate_key = (alert.rule, alert.key_id)
+        rate_key = (alert.rule, alert.key_id, alert.account)
         recent = self._recent.get(rate_key)
         if recent is not None:
             while recent and (now - recent[0]).total_seconds() >= self._window:
@@ -165,9 +167,7 @@ class AlertDispatcher:
         self._remember(dedupe_key, rate_key, now)
         return True
 
-    def _remember(
-        self, dedupe_key: tuple[str, str | None, str], rate_key: tuple[str, str | None], now: datetime
-    ) -> None:
+    def _remember(self, dedupe_key: _DedupeKey, rate_key: _RateKey, now: datetime) -> None:
         self._last_seen.pop(dedupe_key, None)
         self._last_seen[dedupe_key] = now  # re-inserted: the dict stays ordered oldest first
         recent = self._recent.pop(rate_key, None)

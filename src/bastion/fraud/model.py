@@ -18,8 +18,6 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from river import anomaly
-
 N_TREES = 5
 HEIGHT = 6
 WINDOW = 50
@@ -72,6 +70,8 @@ class _KeyModel:
     __slots__ = ("learned", "pipeline")
 
     def __init__(self, seed: int) -> None:
+        from river import anomaly  # imported on first use: a CLI command never pays for it
+
         self.pipeline = anomaly.HalfSpaceTrees(n_trees=N_TREES, height=HEIGHT, window_size=WINDOW, seed=seed)
         self.learned = 0
 
