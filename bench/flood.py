@@ -200,6 +200,13 @@ def main() -> None:
             config.read_text()
             .replace("port = 8443", f"port = {port}")
             .replace('level = "info"', 'level = "warning"')
+            # The bot buys and sells 1 GOOG at market ten times a second: a loop to the fraud
+            # stage, which would hold it. This bench is about the shield; the fraud stage runs
+            # every rule but does not act (its own bench is bench/detection.py).
+            .replace("alert_at = 0.5 ", "alert_at = 50.0 ")
+            .replace("hold_at = 1.0 ", "hold_at = 60.0 ")
+            .replace("deny_at = 1.5 ", "deny_at = 70.0 ")
+            .replace("halt_at = 2.5 ", "halt_at = 80.0 ")
         )
         bastion(home, "accounts", "create", "flood")
         create = (

@@ -154,11 +154,6 @@ def test_the_document_lists_each_status_the_fuzzer_met(
         assert str(status) in responses, name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: the firewall converts queries with msgspec's strict=False, so an integer spelled "
-    "1.0 or 1e3 is accepted where the document says integer",
-)
 @pytest.mark.parametrize(
     ("path", "query"),
     [
@@ -174,7 +169,6 @@ def test_an_integer_query_parameter_is_written_as_digits(
     assert response.status == 400, response.body
 
 
-@pytest.mark.xfail(strict=True, reason="finding: 405 answers carry no Allow header (RFC 9110 §15.5.6)")
 def test_a_method_the_route_does_not_have_is_answered_with_allow(fuzz_target: FuzzTarget) -> None:
     response = fuzz_target.gateway.call("alice", "PATCH", "/v1/orders")
     assert response.status == 405

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.domain.instruments import Instrument
@@ -295,7 +295,14 @@ def create_app(
             request_id = new_request_id()
             log.exception("ledger_failed", request_id=request_id)
             return error_response(ErrorCode.INTERNAL_ERROR, request_id)
-        return _respond(ctx, verdict)
+        response = _respond(ctx, verdict)
+        if status == 405 and response.status_code == 405:  # the methods the path has (RFC 9110 §15.5.6)
+            allowed = {
+                m for r in routes if r.matches(request.scope)[0] is not Match.NONE for m in (r.methods or ())
+            }
+            if allowed:
+                response.headers["allow"] = ", ".join(sorted(allowed))
+        return response
 
     async def server_error(request: Request, exc: Exception) -> Response:
         request_id = new_request_id()

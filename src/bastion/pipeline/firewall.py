@@ -17,8 +17,10 @@ are authentication failures and left to the authentication stage (one ``401`` fo
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import typing
 from typing import ClassVar
 from urllib.parse import parse_qsl
 
@@ -104,6 +106,22 @@ def to_order_request(body: PlaceOrder) -> OrderRequest | str:
     )
 
 
+_DIGITS = re.compile(r"(0|[1-9][0-9]{0,18})")
+
+
+@functools.cache
+def _integer_fields(struct: type) -> tuple[str, ...]:
+    """A query struct's integer fields (msgspec's lax conversion would take "1e3" for 1000)."""
+    hints = typing.get_type_hints(struct, include_extras=True)
+    found = []
+    for name in msgspec.structs.fields(struct):
+        hint = hints[name.name]
+        base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+        if base is int:
+            found.append(name.name)
+    return tuple(found)
+
+
 class _Duplicate(ValueError):
     pass
 
@@ -168,6 +186,10 @@ class Firewall:
             fields = dict(pairs)
             if len(fields) != len(pairs):
                 return _deny(ErrorCode.BAD_REQUEST, "query parameter repeated")
+            for name in _integer_fields(route.query):
+                value = fields.get(name)
+                if value is not None and _DIGITS.fullmatch(value) is None:  # not 1.0, 1e3, +1, 0x1
+                    return _deny(ErrorCode.BAD_REQUEST, f"query: {name} is not written as digits")
             try:
                 ctx.query_params = msgspec.convert(fields, type=route.query, strict=False)
             except msgspec.ValidationError as exc:
