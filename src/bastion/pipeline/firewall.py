@@ -106,7 +106,7 @@ def to_order_request(body: PlaceOrder) -> OrderRequest | str:
     )
 
 
-_DIGITS = re.compile(r"(0|[1-9][0-9]{0,18})")
+_DIGITS = re.compile(r"-?(0|[1-9][0-9]*)")  # sign and size are for the range check to refuse
 
 
 @functools.cache
