@@ -18,6 +18,7 @@ def _error_responses(statuses: tuple[int, ...]) -> dict[str, Any]:
     for code, status in HTTP_STATUS.items():
         by_status.setdefault(status, []).append(code.value)
     out: dict[str, Any] = {}
+    out["414"] = {"description": "URL too long (URL_TOO_LONG): refused at the connection, on any route"}
     for status in (*statuses, 500):
         codes = ", ".join(by_status.get(status, []))
         description = f"Error ({codes})" if codes else "Error"

@@ -258,6 +258,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         Scope.READ,
         "The ledger's latest signed tree head (RFC 9162)",
         TreeHeadView,
+        errors=(400, 401, 403, 404, 429),  # 404: no head signed yet
     ),
     RouteSpec(
         "ledger_proof",
@@ -278,6 +279,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "A consistency proof between two tree sizes (RFC 9162)",
         ConsistencyProofView,
         query=ConsistencyQuery,
+        errors=(400, 401, 403, 404, 429),  # 404: a tree size the ledger does not have
     ),
     RouteSpec(
         "get_ticker",
