@@ -382,10 +382,12 @@ async def test_a_deny_below_halt_at_does_not_halt() -> None:
     assert rig.halts == []
 
 
-async def test_an_order_without_a_reference_price_is_left_to_the_risk_stage() -> None:
+async def test_an_order_without_a_reference_price_is_refused_fail_closed() -> None:
+    """The risk stage refuses such orders first; one that got here anyway is not waved through."""
     rig = Rig()
     verdict, ctx = await rig.place(order_body("c1", symbol="NOPE-USD"), ip=AWAY)
-    assert verdict == ALLOW and "fraud" not in ctx.outcome
+    assert denied(verdict, ErrorCode.RISK_REJECTED).public_reason == "NO_REFERENCE_PRICE"
+    assert "fraud" not in ctx.outcome
     assert rig.engine.tracked_orders == 0
 
 

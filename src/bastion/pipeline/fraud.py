@@ -141,8 +141,8 @@ class FraudCheck:
         facts = None
         if isinstance(request, OrderRequest):
             facts = self._facts(request)
-            if facts is None:
-                return ALLOW  # no reference price: the risk stage has already refused such orders
+            if facts is None:  # the risk stage refuses these first; should one get here, fail closed
+                return Deny(self.name, ErrorCode.RISK_REJECTED, "no reference price", "NO_REFERENCE_PRICE")
         assessment = self.engine.assess(
             kind=kind,
             key_id=principal.key_id,
