@@ -120,6 +120,9 @@ class Metrics:
         self._stage_children: dict[str, Histogram] = {}
         self._children: dict[str, Counter] = {}
         self._rule_children: dict[str, Counter] = {}
+        # label children looked up once: every request passes here (codes and routes are few)
+        self._request_children: dict[tuple[str, str, str, str], Counter] = {}
+        self._route_children: dict[str, Histogram] = {}
         self._seen: dict[tuple[str, str], float] = {}
 
     def fraud_decided(self, action: str, rules: list[str]) -> None:
@@ -147,8 +150,14 @@ class Metrics:
             labels = (ctx.route.name, "deny", verdict.stage, verdict.code.value)
         elif isinstance(verdict, Hold):
             labels = (ctx.route.name, "hold", verdict.stage, "STEP_UP_REQUIRED")
-        self.requests.labels(*labels).inc()
-        self.request_seconds.labels(ctx.route.name).observe(seconds)
+        counter = self._request_children.get(labels)
+        if counter is None:
+            counter = self._request_children[labels] = self.requests.labels(*labels)
+        counter.inc()
+        histogram = self._route_children.get(ctx.route.name)
+        if histogram is None:
+            histogram = self._route_children[ctx.route.name] = self.request_seconds.labels(ctx.route.name)
+        histogram.observe(seconds)
 
     def on_venue_order(self, account: str, order: VenueOrder) -> None:
         """Counts each change once: a new order, each fill, a close."""

@@ -50,14 +50,13 @@ class FraudMemory:
     async def sightings(self, key_id: str, account: str) -> tuple[Sightings, Sightings]:
         key = self._keys.get(key_id)
         if key is None:
-            key = sightings_from(await self._store.sightings(key_id=key_id))
-            self._keys[key_id] = key  # a concurrent load of the same key keeps the first
-            key = self._keys[key_id]
+            loaded = sightings_from(await self._store.sightings(key_id=key_id))
+            # a concurrent request may have loaded it (and learned into it) meanwhile: keep that
+            key = self._keys.setdefault(key_id, loaded)
         known = self._accounts.get(account)
         if known is None:
-            known = sightings_from(await self._store.sightings(account=account))
-            self._accounts.setdefault(account, known)
-            known = self._accounts[account]
+            loaded = sightings_from(await self._store.sightings(account=account))
+            known = self._accounts.setdefault(account, loaded)
         return key, known
 
     async def owner(self, account: str) -> str:
