@@ -303,6 +303,56 @@ class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ConfigError("metrics.allowed_networks must be addresses or CIDR blocks") from None
 
 
+class VenueSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Which venue orders go to: the built-in paper venue, or a Binance-spot REST API
+    (``venues/binance/``), reached over verified HTTPS with every answer bounded and checked."""
+
+    kind: Literal["paper", "binance"] = "paper"
+    base_url: str = ""  # https://host[:port]; e.g. https://api.binance.com
+    ca_file: str = ""  # verify the venue against this CA bundle (empty: the system store)
+    symbols: list[str] = msgspec.field(default_factory=list)  # the venue's own, e.g. BTCUSDT
+    # A venue on a private or loopback address needs both (as alert sinks do, see SSRF).
+    allow_private_network: bool = False
+    allowed_networks: list[str] = msgspec.field(default_factory=list)
+    timeout_seconds: float = 5.0
+    max_response_bytes: int = 1_048_576
+    recv_window_ms: int = 5000
+    poll_seconds: float = 1.0
+    quote_max_age_seconds: float = 5.0
+    max_quote_jump_bps: int = 5000
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.timeout_seconds <= 60:
+            raise ConfigError("venue.timeout_seconds must be in (0, 60]")
+        if not 1024 <= self.max_response_bytes <= 64 * 1024 * 1024:
+            raise ConfigError("venue.max_response_bytes must be 1024..67108864")
+        if not 100 <= self.recv_window_ms <= 60_000:
+            raise ConfigError("venue.recv_window_ms must be 100..60000")
+        if not 0.05 <= self.poll_seconds <= 60 or not self.poll_seconds < self.quote_max_age_seconds <= 600:
+            raise ConfigError(
+                "venue.poll_seconds must be 0.05..60 and below quote_max_age_seconds (up to 600)"
+            )
+        if not 1 <= self.max_quote_jump_bps <= 100_000:
+            raise ConfigError("venue.max_quote_jump_bps must be 1..100000")
+        if not 1 <= self.breaker_failures <= 1000 or not 0 < self.breaker_cooldown_seconds <= 3600:
+            raise ConfigError("venue.breaker_failures must be 1..1000 and breaker_cooldown_seconds (0, 3600]")
+        if self.kind == "paper":
+            return
+        if not self.base_url.startswith("https://"):
+            raise ConfigError("venue.base_url must be an https:// URL for a real venue")
+        if not self.symbols or len(self.symbols) > 200:
+            raise ConfigError("venue.symbols must name 1..200 of the venue's symbols")
+        for symbol in self.symbols:
+            if not (
+                2 <= len(symbol) <= 24 and symbol.isascii() and symbol.isalnum() and symbol.upper() == symbol
+            ):
+                raise ConfigError(f"venue.symbols: {symbol[:30]!r} is not a venue symbol such as BTCUSDT")
+        if self.ca_file and not Path(self.ca_file).is_file():
+            raise ConfigError(f"venue.ca_file {self.ca_file} does not exist")
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
@@ -315,6 +365,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     fraud: FraudSettings = msgspec.field(default_factory=FraudSettings)
     alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    venue: VenueSettings = msgspec.field(default_factory=VenueSettings)
 
 
 def load_settings(home: Path) -> Settings:
@@ -442,4 +493,21 @@ timeout_seconds = 5.0
 [metrics]
 # Who may scrape GET /metrics; everyone else gets a 404.
 allowed_networks = ["127.0.0.0/8", "::1/128"]
+
+[venue]
+# "paper" (built in, historical prices) or "binance" (a Binance-spot REST API; docs/venues.md).
+kind = "paper"
+base_url = ""                  # https:// only, e.g. "https://api.binance.com"
+ca_file = ""                   # a CA bundle to verify the venue with (empty: the system store)
+symbols = []                   # the venue's symbols to trade, e.g. ["BTCUSDT", "ETHUSDT"]
+allow_private_network = false  # a venue on a private/loopback address needs this ...
+allowed_networks = []          # ... and its network listed here (metadata addresses: never)
+timeout_seconds = 5.0          # one venue call, connect to last byte
+max_response_bytes = 1048576   # a longer answer fails the call
+recv_window_ms = 5000          # how long the venue may accept a signed request
+poll_seconds = 1.0             # quotes refreshed this often ...
+quote_max_age_seconds = 5.0    # ... and no quote (orders refused) once this old
+max_quote_jump_bps = 5000      # a last price moving more waits for the next poll to confirm it
+breaker_failures = 5           # this many failed calls in a row stop calls ...
+breaker_cooldown_seconds = 30.0  # ... for this long
 """

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
+from bastion.domain.credentials import CredentialPermissions
 from bastion.domain.instruments import Instrument
 from bastion.domain.orders import Balance, OrderRequest, Ticker, VenueOrder
 from bastion.domain.principals import Scope
@@ -191,6 +193,33 @@ OrderListener = Callable[[str, VenueOrder], None]
 class OrderFeed(Protocol):
     def subscribe(self, listener: OrderListener) -> None:
         """Report every order change (placement, fill, cancel, expiry) to ``listener``."""
+        ...
+
+
+class TradingVenue(Venue, MarketData, OrderFeed, Protocol):
+    """A whole venue adapter as the services use it: the ports above, plus its life cycle,
+    accounts and credential audit (``venues/paper``, ``venues/binance``)."""
+
+    async def start(self) -> None:
+        """What every process needs (a CLI one too); no market data."""
+        ...
+
+    async def serve(self) -> None:
+        """What a serving process needs besides: market data kept fresh."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def unsubscribe(self, listener: OrderListener) -> None: ...
+
+    async def create_account(self, account: str) -> None: ...
+
+    def liquidity(self, symbol: str) -> Decimal | None:
+        """A typical 24-hour volume in the quote currency, or None when unknown."""
+        ...
+
+    async def audit_credentials(self, credentials: Mapping[str, object]) -> CredentialPermissions:
+        """What a venue credential may do, as the venue reports it."""
         ...
 
 

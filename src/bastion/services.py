@@ -45,7 +45,7 @@ from bastion.pipeline.chain import Pipeline, Stage, build_stages
 from bastion.pipeline.fraud import FraudCheck
 from bastion.pipeline.ratelimit import RateLimit
 from bastion.pipeline.shield import Shield, ended_facts
-from bastion.ports import Clock, KeyRecord, OrderRecord, OrderState, RowConflict
+from bastion.ports import Clock, KeyRecord, OrderRecord, OrderState, RowConflict, TradingVenue
 from bastion.risk.book import ExposureBook
 from bastion.risk.engine import RiskEngine
 from bastion.state.fraud import FraudMemory
@@ -69,11 +69,13 @@ from bastion.store.repos import (
     SqlSubjectKeys,
     SqlTradingStateStore,
 )
-from bastion.vault.envelope import SealContext, master_version, seal_secret
+from bastion.vault.envelope import SealContext, master_version, open_secret, seal_secret
 from bastion.vault.keys import VaultKeySecrets
 from bastion.vault.master import TokenKeys, create_next_keyfile, keyfile_versions, open_ring
 from bastion.vault.rotation import RotationReport, reseal_all
 from bastion.vault.subjects import SubjectKeys
+from bastion.venues.binance.venue import BinanceVenue, CredentialSource, VenueKey
+from bastion.venues.http import transport_for
 from bastion.venues.paper.engine import PaperEngine
 from bastion.venues.paper.venue import DEFAULT_EPOCH_US, DEFAULT_FUNDING, PaperVenue, build_markets
 
@@ -125,7 +127,7 @@ class Services:
     orders: SqlOrderStore
     ledger_store: SqlLedgerStore
     ledger: LedgerWriter
-    venue: PaperVenue
+    venue: TradingVenue
     nonces: MemoryNonceStore
     db: Database
     key_secrets: VaultKeySecrets
@@ -170,14 +172,8 @@ class Services:
         db = Database(database_url(home, settings))
         ledger_store = SqlLedgerStore(db)
         ledger = LedgerWriter(ledger_store, clock)
-        paper = PaperEngine(
-            build_markets(),
-            bar_seconds=settings.paper.bar_seconds,
-            epoch_us=DEFAULT_EPOCH_US,
-            funding=DEFAULT_FUNDING,
-        )
         keys = SqlKeyStore(db)
-        venue = PaperVenue(paper, SqlPaperStore(db), clock)
+        venue = _venue(settings, db, clock, lambda account: services.venue_key(account))
         key_secrets = VaultKeySecrets(open_ring(home / VAULT_DIR, token, passphrase=passphrase))
         limits = settings.ratelimit
         rate_store: RateStore = (
@@ -251,6 +247,16 @@ class Services:
         venue.subscribe(metrics.on_venue_order)
         return services
 
+    async def venue_key(self, account: str) -> VenueKey | None:
+        """``account``'s newest credential for this venue, opened from the vault for one call."""
+        found = await self.credentials.newest_sealed(account, self.venue.name)
+        if found is None:
+            return None
+        credential_id, sealed = found
+        context = SealContext(account, credential_id, f"venue-credential:{self.venue.name}")
+        parsed = msgspec.json.decode(open_secret(self.key_secrets.ring, sealed, context), type=CredentialFile)
+        return VenueKey(parsed.api_key, parsed.api_secret.encode())
+
     def on_venue_order(self, account: str, order: VenueOrder) -> None:
         """The venue's order reports feed the risk book (fills, closes)."""
         instrument = self.venue.instrument(order.symbol)
@@ -281,8 +287,10 @@ class Services:
         self.trading.replace_all((Level(lv), subject, TradingState(st)) for lv, subject, st in rows)
 
     async def start_serving(self) -> None:
-        """What only a serving process needs: the risk book rebuilt from the stored orders, and
-        a watch on stored policies and trading states (changes this process was not told of)."""
+        """What only a serving process needs: market data, the risk book rebuilt from the
+        stored orders, and a watch on stored policies and trading states (changes this
+        process was not told of)."""
+        await self.venue.serve()
         await self._rebuild_book()
         self._watch = asyncio.create_task(self._watch_state(), name="policy-watch")
         self._learn = asyncio.create_task(self._learn_loop(), name="fraud-learning")
@@ -356,6 +364,7 @@ class Services:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._watch = self._learn = None
+        await self.venue.close()
         await self.alerts.close()
         await self.fraud_memory.close()
         await self.key_usage.close()
@@ -960,3 +969,19 @@ class CredentialRefused(BastionError):
 
 def _fingerprint(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
+
+
+def _venue(settings: Settings, db: Database, clock: Clock, keys: CredentialSource) -> TradingVenue:
+    """The venue ``[venue] kind`` names; a real venue's URL and network are checked here, so a
+    bad setting fails at start-up."""
+    chosen = settings.venue
+    if chosen.kind == "paper":
+        engine = PaperEngine(
+            build_markets(),
+            bar_seconds=settings.paper.bar_seconds,
+            epoch_us=DEFAULT_EPOCH_US,
+            funding=DEFAULT_FUNDING,
+        )
+        return PaperVenue(engine, SqlPaperStore(db), clock)
+    transport = transport_for(chosen)
+    return BinanceVenue(chosen, transport, keys, clock)

@@ -27,7 +27,6 @@ import email.policy
 import email.utils
 import hashlib
 import hmac
-import ipaddress
 import json
 import math
 import re
@@ -43,7 +42,7 @@ import aiohttp
 from yarl import URL
 
 from bastion.alerts.alert import Alert, clean_line
-from bastion.alerts.ssrf import CheckedResolver, TargetPolicy, check_host_syntax
+from bastion.alerts.ssrf import CheckedResolver, TargetPolicy, check_host_syntax, is_ip
 from bastion.errors import AlertError, ConfigError
 from bastion.ports import Clock
 
@@ -136,14 +135,6 @@ class LogSink:
 # --- HTTP -----------------------------------------------------------------------------------
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _origin(url: URL) -> str:
     """scheme://host[:port] of ``url``; never its path, query or user information."""
     host = url.host or ""
@@ -198,7 +189,7 @@ class _HttpSink:
 
     async def _post(self, body: bytes, headers: Mapping[str, str]) -> None:
         host = self._url.host or ""
-        if _is_ip(host):  # aiohttp connects to IP literals without asking the resolver
+        if is_ip(host):  # aiohttp connects to IP literals without asking the resolver
             self._policy.check_address(host, allow_private=self._allow_private, only_allowed=self._plain)
         session = self._get_session()
         try:
@@ -378,7 +369,7 @@ class SmtpSink:
     ) -> None:
         check_host_syntax(host)
         bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        if _is_ip(bare):
+        if is_ip(bare):
             policy.check_address(bare, allow_private=allow_private)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigError("the e-mail sink's port must be between 1 and 65535")

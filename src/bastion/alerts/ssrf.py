@@ -299,7 +299,7 @@ class TargetPolicy:
             raise TargetRefused(
                 f"http:// to {_shown(host)} is refused: plain HTTP only goes to an allowed private target"
             )
-        if _is_ip(host):
+        if is_ip(host):
             self.check_address(host, allow_private=allow_private, only_allowed=plain)
         return parsed
 
@@ -319,7 +319,7 @@ class TargetPolicy:
         )
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:

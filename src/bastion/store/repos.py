@@ -792,6 +792,21 @@ class SqlCredentialStore:
         await self._db.write(run)
         return found[0]
 
+    async def newest_sealed(self, account: str, venue: str) -> tuple[str, bytes] | None:
+        """The id and sealed secret of ``account``'s newest credential for ``venue``."""
+        query = (
+            select(venue_credentials.c.id, venue_credentials.c.sealed)
+            .where(venue_credentials.c.account == account, venue_credentials.c.venue == venue)
+            .order_by(venue_credentials.c.created_us.desc(), venue_credentials.c.id.desc())
+            .limit(1)
+        )
+
+        def run(conn: Connection) -> tuple[str, bytes] | None:
+            row = conn.execute(query).first()
+            return None if row is None else (row.id, _stored_bytes(row.sealed))
+
+        return await self._db.read(run)
+
     async def list(self, account: str | None = None) -> list[CredentialRow]:
         query = select(venue_credentials).order_by(venue_credentials.c.created_us)
         if account is not None:

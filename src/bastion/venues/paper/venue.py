@@ -143,6 +143,12 @@ class PaperVenue:
         async with self._lock:
             await self._start_unlocked()
 
+    async def serve(self) -> None:
+        """Nothing more: prices are computed, not fetched."""
+
+    async def close(self) -> None:
+        """Nothing to release: state is in the store."""
+
     async def create_account(self, account: str) -> None:
         async with self._lock:
             if not self._engine.has_account(account):
