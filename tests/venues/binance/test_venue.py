@@ -288,3 +288,21 @@ def test_a_venue_url_must_be_https_and_never_a_metadata_address(fake: FakeBinanc
         AiohttpTransport(
             f"{fake.url}/api?x=1", timeout=1, max_response_bytes=4096, policy=policy, allow_private=True
         )
+
+
+async def test_after_an_outage_a_jump_still_waits_for_confirmation(fake: FakeBinance) -> None:
+    fake.hostile.clear()
+    adapter = build(fake, poll_seconds=0.1, quote_max_age_seconds=0.3)
+    try:
+        await adapter.poll_once()
+        await asyncio.sleep(0.4)  # the quote ages out: no quote, orders refused
+        assert adapter.quote("BTC-USDT") is None
+        fake.hostile["ticker"] = "jump"
+        await adapter.poll_once()
+        assert adapter.quote("BTC-USDT") is None  # the stale one is not revived, the jump is held
+        await adapter.poll_once()
+        quote = adapter.quote("BTC-USDT")
+        assert quote is not None and quote.last == Decimal("500000.50")
+    finally:
+        fake.hostile.clear()
+        await adapter.close()

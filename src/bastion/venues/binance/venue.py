@@ -196,9 +196,11 @@ class BinanceVenue:
             self._accept_quote(instrument.symbol, ticker, volume)
 
     def _accept_quote(self, symbol: str, ticker: Ticker, volume: Decimal) -> None:
-        current = self.quote(symbol)
+        # Against the last accepted quote, however old: an outage must not let the first
+        # answer after it move the reference price unconfirmed.
+        accepted = self._quotes.get(symbol)
         bound = Decimal(self._settings.max_quote_jump_bps) / _BPS
-        if current is not None and abs(ticker.last / current.last - 1) > bound:
+        if accepted is not None and abs(ticker.last / accepted[0].last - 1) > bound:
             held = self._held.get(symbol)
             if held is None or abs(ticker.last / held - 1) > bound:
                 self._held[symbol] = ticker.last  # wait for the next poll to confirm it
