@@ -33,7 +33,7 @@ from bastion.domain.orders import VenueOrder
 from bastion.domain.policy import EMPTY, PolicyDocument, document_from, document_hash, merge, to_mapping
 from bastion.domain.principals import Principal, Scope
 from bastion.domain.trading import Level, TradingState
-from bastion.errors import BastionError, ConfigError, VenueRejected
+from bastion.errors import BastionError, ConfigError, VenueError, VenueRejected
 from bastion.fraud.engine import Assessment, FraudEngine
 from bastion.injection import inspect_text
 from bastion.ledger.service import LedgerProofs
@@ -69,7 +69,7 @@ from bastion.store.repos import (
     SqlSubjectKeys,
     SqlTradingStateStore,
 )
-from bastion.vault.envelope import SealContext, master_version, open_secret, seal_secret
+from bastion.vault.envelope import SealContext, VaultError, master_version, open_secret, seal_secret
 from bastion.vault.keys import VaultKeySecrets
 from bastion.vault.master import TokenKeys, create_next_keyfile, keyfile_versions, open_ring
 from bastion.vault.rotation import RotationReport, reseal_all
@@ -254,7 +254,14 @@ class Services:
             return None
         credential_id, sealed = found
         context = SealContext(account, credential_id, f"venue-credential:{self.venue.name}")
-        parsed = msgspec.json.decode(open_secret(self.key_secrets.ring, sealed, context), type=CredentialFile)
+        try:
+            parsed = msgspec.json.decode(
+                open_secret(self.key_secrets.ring, sealed, context), type=CredentialFile
+            )
+        except (VaultError, msgspec.DecodeError, msgspec.ValidationError):
+            # a sealed row that does not open is tampering or a lost master key: fail closed
+            log.error("venue_credential_unreadable", account=account, credential_id=credential_id)
+            raise VenueError("VENUE_CREDENTIAL_UNREADABLE") from None
         return VenueKey(parsed.api_key, parsed.api_secret.encode())
 
     def on_venue_order(self, account: str, order: VenueOrder) -> None:

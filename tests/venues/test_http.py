@@ -74,3 +74,12 @@ def test_breaker_settings_are_checked() -> None:
         CircuitBreaker(FakeClock(), failures=0, cooldown=1)
     with pytest.raises(ConfigError):
         CircuitBreaker(FakeClock(), failures=1, cooldown=0)
+
+
+async def test_a_retry_after_that_is_not_ascii_digits_is_ignored_not_a_crash() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(clock, failures=100, cooldown=10)
+    for value in ("\u00b2", "1.5", "-1", "9999999", ""):
+        fake = transport([HttpAnswer(429, "application/json", b"{}", retry_after=value)])
+        assert (await call_through(breaker, fake, HttpRequest("GET", "/"))).status == 429
+        assert not breaker.is_open  # counted as a failure, no cooldown taken from the header

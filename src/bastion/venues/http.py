@@ -33,7 +33,7 @@ from bastion.config import VenueSettings
 from bastion.errors import AlertError, ConfigError, TargetRefused, VenueError
 from bastion.ports import Clock
 
-_HEADER_LIMIT = 8190  # bytes in one header line or field, as uvicorn allows its clients
+_HEADER_LIMIT = 8190  # bytes in one header line or field of a venue's answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,10 @@ class HttpAnswer:
 class Transport(Protocol):
     async def send(self, request: HttpRequest) -> HttpAnswer:
         """One request, one bounded answer; :class:`VenueError` when there is none."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (the transport may be used again afterwards)."""
         ...
 
 
@@ -278,6 +282,7 @@ async def call_through(breaker: CircuitBreaker, transport: Transport, request: H
 
 
 def _seconds(value: str | None) -> float | None:
-    if value is None or not value.isdigit() or len(value) > 6:
+    # ASCII digits only: str.isdigit() is also true of "²", which float() refuses.
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 6:
         return None
     return float(value)

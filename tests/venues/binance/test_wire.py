@@ -139,7 +139,15 @@ def test_a_ticker_is_stamped_with_our_clock_and_a_crossed_one_refused() -> None:
 
 def test_venue_order_ids_are_split_strictly() -> None:
     assert wire.split_venue_order_id("BTCUSDT:28") == ("BTCUSDT", "28")
-    for bad in ("BTCUSDT", "BTCUSDT:", "btc:1", "BTCUSDT:1:2", "BTCUSDT:-1", "BTCUSDT:" + "9" * 20):
+    for bad in (
+        "BTCUSDT",
+        "BTCUSDT:",
+        "btc:1",
+        "BTCUSDT:1:2",
+        "BTCUSDT:-1",
+        "BTCUSDT:" + "9" * 20,
+        "BTCUSDT:\u0661\u0662",
+    ):
         with pytest.raises(wire.AnswerInvalid):
             wire.split_venue_order_id(bad)
 

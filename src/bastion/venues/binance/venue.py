@@ -150,14 +150,15 @@ class BinanceVenue:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
-        close = getattr(self._transport, "close", None)
-        if close is not None:
-            await close()
+        await self._transport.close()
 
     async def _poll_loop(self) -> None:
         while True:
             await asyncio.sleep(self._settings.poll_seconds)
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception:  # keep polling; meanwhile quotes age out and orders are refused
+                log.exception("venue_poll_crashed", venue=self.name)
 
     async def poll_once(self) -> None:
         """One refresh of instruments (until they are known) and quotes; failures are logged

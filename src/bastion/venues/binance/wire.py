@@ -41,6 +41,7 @@ from bastion.errors import VenueError
 
 _ASSET_RE = re.compile(r"[A-Z0-9]{1,12}")
 _WIRE_SYMBOL_RE = re.compile(r"[A-Z0-9]{2,24}")
+_ORDER_NUMBER_RE = re.compile(r"[0-9]{1,19}")  # ASCII digits (str.isdigit() takes others too)
 _MAX_INT = 2**63 - 1
 # Milliseconds since the epoch: 2000-01-01 .. 2100-01-01.
 _MIN_MS, _MAX_MS = 946_684_800_000, 4_102_444_800_000
@@ -303,6 +304,6 @@ def balances_from(account: WireAccount) -> list[Balance]:
 def split_venue_order_id(venue_order_id: str) -> tuple[str, str]:
     """``SYMBOL:orderId`` → (symbol, orderId), or :class:`AnswerInvalid` for anything else."""
     symbol, sep, number = venue_order_id.partition(":")
-    if not sep or not _WIRE_SYMBOL_RE.fullmatch(symbol) or not number.isdigit() or len(number) > 19:
+    if not sep or not _WIRE_SYMBOL_RE.fullmatch(symbol) or not _ORDER_NUMBER_RE.fullmatch(number):
         raise AnswerInvalid("VENUE_ORDER_ID_INVALID")
     return symbol, number
