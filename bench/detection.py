@@ -934,10 +934,10 @@ class Sim:
                 rec.outcome = "held" if isinstance(verdict, Hold) else "denied"
         for finalize in ctx.finalizers:
             finalize(verdict)
+        self.stage.observe(ctx, verdict)  # as the pipeline does: before the entry, then its index
         self._index += 1
         for recorded in ctx.recorded:
             recorded(self._index)
-        self.stage.observe(ctx, verdict, self._index)
         self.current = None
         while self._halting:  # the halt cancels the key's open orders, as set_trading_state does
             key_id = self._halting.pop()

@@ -317,8 +317,37 @@ def test_repeated_denials_of_one_key_alert_then_halt_it(rig: Rig) -> None:
     assert _wait(
         lambda: any(json.loads(b)["rule"] == "fraud.probing" for _, _, b in rig.receiver.posts[posts_before:])
     )
+    # The alert cites the denial that crossed the threshold, and that entry holds the decision.
+    alert = next(
+        json.loads(b)
+        for _, _, b in rig.receiver.posts[posts_before:]
+        if json.loads(b)["rule"] == "fraud.probing"
+    )
+    assert (alert["action"], alert["key_id"]) == ("alert", gateway.keys["prober"].key_id)
+    cited = gateway.ledger_entries()[alert["ledger_index"]]["data"]
+    assert (cited["verdict"], cited["code"]) == ("deny", "NOT_FOUND")
+    decision = cited["outcome"]["fraud"]
+    assert (decision["action"], decision["denials"]) == ("alert", 8)
+    assert [r["rule"] for r in decision["rules"]] == ["probing"]
     refused = gateway.call("prober", "POST", "/v1/orders", _order(gateway, "GOOG", "sell", None))
     assert refused.status == 403 and refused.body["error"]["code"] == "SUSPICIOUS_ACTIVITY"
+    # Going on to probe_halt_denials (20) halts the key, recorded in the denial's entry too.
+    for n in range(8, 20):
+        assert gateway.call("prober", "GET", f"/v1/orders/ord_{'0' * 22}{n:02d}").status == 404
+    assert _wait(
+        lambda: any(
+            s["subject"] == gateway.keys["prober"].key_id and s["state"] == "halted"
+            for s in cli_json(gateway.home, "killswitch", "status")["states"]
+        )
+    )
+    halts = [
+        e["data"]["outcome"]["fraud"]
+        for e in gateway.ledger_entries()
+        if e["kind"] == "request"
+        and e["data"].get("key_id") == gateway.keys["prober"].key_id
+        and e["data"].get("outcome", {}).get("fraud", {}).get("action") == "halt"
+    ]
+    assert halts and halts[0]["denials"] == 20
 
 
 def test_revoking_a_key_and_the_kill_switch_alert_the_operators(rig: Rig) -> None:

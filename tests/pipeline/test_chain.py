@@ -101,3 +101,31 @@ async def test_recorded_paths_are_bounded() -> None:
     ctx = context(Req("get_order", path_params={"id": "x" * 100_000}), FakeClock())
     await Pipeline((Never(),), ledger).run(ctx)
     assert len(str(ledger.entries[-1][1]["path"])) == 512
+
+
+class Refuse:
+    name: ClassVar[str] = "refuse"
+
+    async def __call__(self, ctx: RequestContext) -> Verdict:
+        return Deny(self.name, ErrorCode.FORBIDDEN, "no")
+
+
+async def test_observers_decide_into_the_entry_and_hear_its_index() -> None:
+    """An observer runs before the entry is built: what it adds to the outcome is recorded
+    with the verdict it saw, and its callbacks get the entry's index once it is durable."""
+    ledger = MemoryLedger()
+    heard: list[tuple[str, int]] = []
+
+    def observer(ctx: RequestContext, verdict: Verdict) -> None:
+        assert isinstance(verdict, Deny)
+        ctx.outcome["seen"] = verdict.code.value
+        ctx.recorded.append(lambda index: heard.append((verdict.stage, index)))
+
+    def broken(ctx: RequestContext, verdict: Verdict) -> None:
+        raise RuntimeError("observer bug")
+
+    pipeline = Pipeline((Refuse(),), ledger, observers=(broken, observer))
+    await pipeline.run(context(Req("get_account"), FakeClock()))
+    await pipeline.run(context(Req("get_account"), FakeClock()))
+    assert [e["outcome"] for _, e in ledger.entries] == [{"seen": "FORBIDDEN"}] * 2
+    assert heard == [("refuse", 0), ("refuse", 1)]  # each request's own entry

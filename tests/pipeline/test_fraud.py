@@ -437,26 +437,50 @@ def denial(code: ErrorCode = ErrorCode.FORBIDDEN) -> Deny:
     return Deny("authz", code, "not yours")
 
 
+def observe(rig: Rig, ctx: RequestContext, verdict: Verdict, index: int) -> dict[str, Any] | None:
+    """What the pipeline does: observe before the entry, then call back with its index; the
+    decision the entry would record (None when nothing was decided)."""
+    ctx.outcome.pop("fraud", None)
+    ctx.recorded.clear()
+    rig.stage.observe(ctx, verdict)
+    for recorded in ctx.recorded:
+        recorded(index)
+    found = ctx.outcome.get("fraud")
+    assert found is None or isinstance(found, dict)
+    return found
+
+
 async def test_denials_of_a_key_are_probing_alerted_then_halted() -> None:
     rig = Rig()
     ctx = await rig.ctx(None, route="get_account")
     for i in range(1, S.probe_denials):
-        rig.stage.observe(ctx, denial(), i)
+        assert observe(rig, ctx, denial(), i) is None  # below the threshold nothing is decided
     assert rig.alerts == [] and rig.halts == []
-    rig.stage.observe(ctx, denial(ErrorCode.NOT_FOUND), 100)
+    decided = observe(rig, ctx, denial(ErrorCode.NOT_FOUND), 100)
+    # the decision is in the denial's own entry, and the alert cites that entry
+    assert decided is not None
+    assert (decided["action"], decided["denials"], decided["score"]) == (
+        "alert",
+        S.probe_denials,
+        S.probe_points,
+    )
+    assert [r["rule"] for r in decided["rules"]] == ["probing"]
     assert len(rig.alerts) == 1
     alert = rig.alerts[0]
     assert (alert.rule, alert.severity, alert.action) == ("fraud.probing", Severity.WARNING, "alert")
     assert alert.ledger_index == 100
     assert alert.details == {"denials": S.probe_denials, "last_code": "NOT_FOUND"}
     for i in range(S.probe_denials + 1, S.probe_halt_denials):
-        rig.stage.observe(ctx, denial(), i)
+        decided = observe(rig, ctx, denial(), i)
+        assert decided is not None and decided["action"] == "alert"  # recorded, not alerted again
     assert len(rig.alerts) == 1 and rig.halts == []  # one alert between the two thresholds
-    rig.stage.observe(ctx, denial(), 200)
+    decided = observe(rig, ctx, denial(), 200)
+    assert decided is not None and (decided["action"], decided["denials"]) == ("halt", S.probe_halt_denials)
     assert [k for k, _ in rig.halts] == ["k_alice"]
     assert f"{S.probe_halt_denials} denials" in rig.halts[0][1]
     assert (rig.alerts[-1].severity, rig.alerts[-1].action) == (Severity.CRITICAL, "halt")
-    rig.stage.observe(ctx, denial(), 201)
+    assert rig.alerts[-1].ledger_index == 200
+    observe(rig, ctx, denial(), 201)
     assert len(rig.halts) == 1  # not again within the quiet period
     assert len(rig.alerts) == 3
 
@@ -471,24 +495,24 @@ async def test_gateway_trouble_is_not_probing() -> None:
         ErrorCode.INTERNAL_ERROR,
     ]
     for i in range(S.probe_halt_denials * 2):
-        rig.stage.observe(ctx, denial(others[i % len(others)]), i)
-        rig.stage.observe(ctx, ALLOW, i)
-        rig.stage.observe(ctx, Hold("fraud", "held", "hold_x"), i)
+        observe(rig, ctx, denial(others[i % len(others)]), i)
+        observe(rig, ctx, ALLOW, i)
+        observe(rig, ctx, Hold("fraud", "held", "hold_x"), i)
     assert rig.alerts == [] and rig.halts == []
     assert len(rig.engine.activity("k_alice").denials) == 0
     anonymous = await rig.ctx(None, route="get_account")
     anonymous.principal = None
     for i in range(S.probe_halt_denials):
-        rig.stage.observe(anonymous, denial(), i)
+        observe(rig, anonymous, denial(), i)
     assert rig.alerts == [] and rig.halts == []
 
 
 async def test_probing_denials_leave_the_window() -> None:
     rig = Rig()
     for i in range(S.probe_denials - 1):
-        rig.stage.observe(await rig.ctx(None, route="get_account"), denial(), i)
+        observe(rig, await rig.ctx(None, route="get_account"), denial(), i)
     rig.clock.advance(S.probe_window_seconds + 1)
-    rig.stage.observe(await rig.ctx(None, route="get_account"), denial(), 99)
+    observe(rig, await rig.ctx(None, route="get_account"), denial(), 99)
     assert rig.alerts == []
     assert len(rig.engine.activity("k_alice").denials) == 1
 
@@ -497,7 +521,7 @@ async def test_a_probing_key_is_refused_orders_but_never_cancels() -> None:
     rig = Rig()
     await rig.place(None, route="get_account")
     for i in range(S.probe_denials):
-        rig.stage.observe(await rig.ctx(None, route="get_account"), denial(), i)
+        observe(rig, await rig.ctx(None, route="get_account"), denial(), i)
     order, ctx = await rig.place(order_body("c1"))
     assert denied(order, ErrorCode.SUSPICIOUS_ACTIVITY)
     assert rules_of(ctx) == ["probing"]
@@ -605,9 +629,7 @@ async def test_the_fraud_stages_own_refusals_are_not_probing() -> None:
     rig = Rig()
     ctx = await rig.ctx(None, route="get_account")
     for i in range(S.probe_halt_denials + 1):
-        rig.stage.observe(ctx, Deny("fraud", ErrorCode.SUSPICIOUS_ACTIVITY, "refused"), i)
-        rig.stage.observe(
-            ctx, Deny("fraud", ErrorCode.RISK_REJECTED, "self-match", "SELF_MATCH_PREVENTED"), i
-        )
+        observe(rig, ctx, Deny("fraud", ErrorCode.SUSPICIOUS_ACTIVITY, "refused"), i)
+        observe(rig, ctx, Deny("fraud", ErrorCode.RISK_REJECTED, "self-match", "SELF_MATCH_PREVENTED"), i)
     assert rig.alerts == [] and rig.halts == []
     assert len(rig.engine.activity("k_alice").denials) == 0

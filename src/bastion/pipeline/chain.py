@@ -6,8 +6,9 @@ Stages run cheapest first so floods of bad requests are dropped before expensive
 
 Every verdict, allowed or denied, is appended to the ledger before the caller gets an
 answer.  A stage that raises denies with ``INTERNAL_ERROR``: the gateway fails closed.
-After the entry is durable, the request's ``recorded`` callbacks get its index (alerts cite
-it) and the observers see the verdict (metrics; the fraud stage's probing rule).
+Before the entry is built the observers see the verdict (the fraud stage's probing rule: what
+it decides goes into this entry's ``outcome``); once the entry is durable, the request's
+``recorded`` callbacks get its index (alerts cite it).
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ class Stage(Protocol):
     async def __call__(self, ctx: RequestContext) -> Verdict: ...
 
 
-Observer = Callable[[RequestContext, Verdict, int | None], None]
-"""Sees every request's verdict and its ledger index once the entry is durable."""
+Observer = Callable[[RequestContext, Verdict], None]
+"""Sees every request's verdict before its entry is built: it may add to ``ctx.outcome``
+(recorded in the entry) and to ``ctx.recorded`` (called with the entry's index once durable)."""
 
 
 class StageTimer(Protocol):
@@ -162,6 +164,11 @@ class Pipeline:
                 finalize(verdict)
             except Exception:  # a clean-up that fails must not cost the request its ledger entry
                 log.exception("finalizer_failed", request_id=ctx.request_id)
+        for observe in self._observers:
+            try:
+                observe(ctx, verdict)
+            except Exception:  # an observer that fails must not cost the request its ledger entry
+                log.exception("observer_failed", request_id=ctx.request_id)
         # The request's entry joins any writes the stages queued; one commit usually takes them all,
         # and nothing is answered until every one of them is durable.
         data = self._entry(ctx, verdict)
@@ -184,11 +191,6 @@ class Pipeline:
                 callback(index)
             except Exception:
                 log.exception("recorded_callback_failed", request_id=ctx.request_id)
-        for observe in self._observers:
-            try:
-                observe(ctx, verdict, index)
-            except Exception:
-                log.exception("observer_failed", request_id=ctx.request_id)
         if isinstance(verdict, Allow) and ctx.route.name in _RECEIPTED:
             try:
                 ctx.receipt = await self._ledger.receipt(index)

@@ -339,9 +339,11 @@ class FraudCheck:
             log.exception("alert_submit_failed", rule=alert.rule)
 
     # -- the log phase: every verdict of the key's requests --------------------------------
-    def observe(self, ctx: RequestContext, verdict: Verdict, index: int | None) -> None:
+    def observe(self, ctx: RequestContext, verdict: Verdict) -> None:
         """Repeated denials of one key are probing: an alert at ``probe_denials``, a halt at
-        ``probe_halt_denials``."""
+        ``probe_halt_denials``.  Runs before the request's entry is built, so each decision
+        (its action, points and count) is recorded in the entry of the denial that made it,
+        and the alert cites that entry."""
         principal = ctx.principal
         if principal is None or not isinstance(verdict, Deny) or verdict.code not in PROBE_CODES:
             return
@@ -354,20 +356,21 @@ class FraudCheck:
         halting = count >= s.probe_halt_denials
         action = Action.HALT if halting else Action.ALERT
         signal = Signal(PROBING, s.probe_points, f"{count} denials in {s.probe_window_seconds:g} s")
+        ctx.outcome["fraud"] = Assessment(action, signal.points, (signal,)).facts() | {"denials": count}
         if halting:
             self._halt_key(principal.key_id, signal.reason)
-        if self._alert is not None and (count == s.probe_denials or halting):
-            self._submit(
-                self._alert,
-                Alert(
-                    rule=f"fraud.{PROBING}",
-                    severity=Severity.CRITICAL if halting else Severity.WARNING,
-                    key_id=principal.key_id,
-                    account=principal.account,
-                    action=action.value,
-                    reason=signal.reason,
-                    time=ctx.received_at,
-                    ledger_index=index,
-                    details={"denials": count, "last_code": verdict.code.value},
-                ),
-            )
+        submit = self._alert
+        if submit is None or not (count == s.probe_denials or halting):
+            return
+        alert = partial(
+            Alert,
+            rule=f"fraud.{PROBING}",
+            severity=Severity.CRITICAL if halting else Severity.WARNING,
+            key_id=principal.key_id,
+            account=principal.account,
+            action=action.value,
+            reason=signal.reason,
+            time=ctx.received_at,
+            details={"denials": count, "last_code": verdict.code.value},
+        )
+        ctx.recorded.append(lambda index: self._submit(submit, alert(ledger_index=index)))
