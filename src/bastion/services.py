@@ -337,17 +337,31 @@ class Services:
                 log.exception("state_watch_failed")
 
     async def _rebuild_book(self) -> None:
+        """The risk book, and the fraud stage's view of what rests (self-match prevention),
+        from the stored orders."""
         now = self.clock.now()
         book = self.risk.book
         for record in await self.orders.all_records():
             instrument = self.venue.instrument(record.request.symbol)
             quote = instrument.quote if instrument else ""
-            if record.snapshot is not None:
-                book.on_venue_order(record.account, record.snapshot, now, quote, key_id=record.key_id)
+            snapshot = record.snapshot
+            if snapshot is not None:
+                book.on_venue_order(record.account, snapshot, now, quote, key_id=record.key_id)
             elif record.state is OrderState.PENDING:  # the venue may hold it: reserve, conservatively
                 reference = self.venue.quote(record.request.symbol)
                 price = record.request.price or (reference.last if reference else Decimal(0))
                 book.reserve(record.key_id, record.account, quote, record.request, price, now)
+            else:
+                continue
+            if snapshot is None or snapshot.status.is_open:
+                self.fraud_engine.restore_order(
+                    key_id=record.key_id,
+                    account=record.account,
+                    owner=await self.fraud_memory.owner(record.account),
+                    request=record.request,
+                    placed_at=record.created_at,
+                    filled=snapshot.filled_quantity if snapshot is not None else Decimal(0),
+                )
 
     async def reload_policies(self) -> None:
         # one at a time, so a slow read can never replace what a later one applied

@@ -9,6 +9,7 @@ import pytest
 
 from tests.e2e.conftest import Key, _configure, cli, cli_json, free_port, serve, stop
 from tests.e2e.test_killswitch import market, resting_buy
+from tests.e2e.test_orders import cid
 
 pytestmark = pytest.mark.e2e
 
@@ -55,3 +56,46 @@ def test_states_and_positions_survive_a_restart(home: tuple[Path, int, dict[str,
     finally:
         stop(gateway)
     assert cli_json(path, "ledger", "verify")["ok"] is True
+
+
+def test_self_match_prevention_sees_orders_resting_from_before_a_restart(tmp_path: Path) -> None:
+    """The fraud stage's view of what rests is rebuilt from the stored orders: a restart must
+    not open a window for one owner's accounts to trade with each other."""
+    cli(tmp_path, "init")
+    port = free_port()
+    _configure(tmp_path, port)
+    keys: dict[str, Key] = {}
+    for account in ("sm-a", "sm-b"):
+        cli(tmp_path, "accounts", "create", account, "--owner", "sm-fund")
+        data = cli_json(
+            tmp_path, "keys", "create", "--account", account, "--scopes", "read,trade,cancel", "--generate"
+        )
+        keys[account] = Key(data["key_id"], Path(data["private_key_path"]))
+    keys["alice"] = keys["sm-b"]  # the order helpers read prices as "alice"
+    gateway = serve(tmp_path, port, keys)
+    try:
+        resting = resting_buy(gateway, "sm-a")  # far below the market: it rests
+    finally:
+        stop(gateway)
+
+    gateway = serve(tmp_path, port, keys)
+    try:
+        price = resting["price"]
+        cross = {
+            "client_order_id": cid("sm"),
+            "symbol": "GOOG",
+            "side": "sell",
+            "type": "limit",
+            "quantity": resting["quantity"],
+            "price": price,  # at the resting buy's price: it would trade against it
+            "time_in_force": "gtc",
+        }
+        refused = gateway.call("sm-b", "POST", "/v1/orders", cross)
+        assert refused.status == 422, refused.body
+        assert refused.body["error"]["reason"] == "SELF_MATCH_PREVENTED"
+        # Once the resting order is cancelled there is nothing to match: the same order goes on.
+        assert gateway.call("sm-a", "DELETE", f"/v1/orders/{resting['id']}").status == 200
+        placed = gateway.call("sm-b", "POST", "/v1/orders", cross | {"client_order_id": cid("sm")})
+        assert placed.status == 201, placed.body
+    finally:
+        stop(gateway)

@@ -314,6 +314,28 @@ def test_a_self_match_with_many_points_is_halted() -> None:
     assert found.action is Action.HALT
 
 
+def test_orders_restored_after_a_restart_are_matched_and_leave_when_closed() -> None:
+    engine = FraudEngine(S)
+    bid = facts(Side.BUY, "100")
+    engine.restore_order(
+        key_id="k1", account="a1", owner="olga", request=request_of("bid", bid), placed_at=T0
+    )
+    engine.restore_order(
+        key_id="k1", account="a1", owner="olga", request=request_of("m", facts(Side.BUY, None)), placed_at=T0
+    )
+    assert engine.tracks("a1", "bid") and engine.tracks("a1", "m")  # a retry is a retry
+    assert len(engine.owners) == 1  # the market order does not rest
+    crossing = assess(engine, facts(Side.SELL, "100"), key="k2", owner="olga")
+    assert crossing.action is Action.DENY and crossing.self_match is not None
+    assert assess(engine, facts(Side.SELL, "100"), key="k3", owner="other").self_match is None
+    # the venue's report of the close takes it out, as for an order placed in this process
+    engine.on_venue_order("a1", report("bid", OrderStatus.FILLED, order=bid, filled="1", fills=1))
+    assert not engine.tracks("a1", "bid") and len(engine.owners) == 0
+    assert assess(engine, facts(Side.SELL, "100"), key="k2", owner="olga").self_match is None
+    windows = engine.activity("k1")
+    assert windows.last_order_at is None  # restored orders are not counted again
+
+
 def test_market_orders_never_rest_in_the_owner_book() -> None:
     engine = FraudEngine(S)
     place(engine, "m", facts(Side.BUY, None), account="a1", owner="olga")

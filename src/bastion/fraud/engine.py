@@ -211,6 +211,27 @@ class FraudEngine:
         if assessment.features is not None and assessment.action is Action.ALLOW:
             self.baselines.learn_later(key_id, assessment.features)
 
+    def restore_order(
+        self,
+        *,
+        key_id: str,
+        account: str,
+        owner: str,
+        request: OrderRequest,
+        placed_at: datetime,
+        filled: Decimal = Decimal(0),
+    ) -> None:
+        """An order stored open (or never confirmed) before this process started: tracked, and
+        a limit order back in its owner's book, so self-match prevention sees what rests from
+        before a restart.  Not learned from, and not counted in the key's windows again."""
+        signature = signature_of(request)
+        self._orders[(account, request.client_order_id)] = _Tracked(
+            key_id, owner, request.symbol, placed_at.timestamp(), signature, filled
+        )
+        if request.type is OrderType.LIMIT:
+            resting = Resting(account, request.client_order_id, request.side, request.price, request.type)
+            self.owners.add(owner, request.symbol, resting)
+
     def tracks(self, account: str, client_order_id: str) -> bool:
         """Whether an order is in flight or open here (a request for it again is a retry)."""
         return (account, client_order_id) in self._orders
