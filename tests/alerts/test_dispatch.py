@@ -257,6 +257,61 @@ async def test_every_sink_gets_the_alert_concurrently_and_failures_stay_apart() 
     assert dispatcher.stats()["delivered"] == 2 and dispatcher.stats()["failed"] == 1
 
 
+class Watched(FakeSink):
+    """Lets a test wait until it has sent so many alerts."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.changed = asyncio.Condition()
+
+    async def send(self, alert: Alert) -> None:
+        await super().send(alert)
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def sent_at_least(self, n: int) -> None:
+        async with asyncio.timeout(5), self.changed:
+            await self.changed.wait_for(lambda: len(self.sent) >= n)
+
+
+async def test_a_dead_sink_delays_only_itself() -> None:
+    """Each sink has its own lane: alerts behind one a dead webhook is still retrying reach
+    the other sinks at once, in order; the dead sink gets them, in order, once it recovers."""
+    clock = FakeClock()
+    gate = asyncio.Event()
+    dead, mail = FakeSink("dead", gate=gate), Watched("mail")
+    dispatcher = AlertDispatcher(clock)
+    dispatcher.set_sinks([dead, mail])
+    await dispatcher.start()
+    for n in range(3):
+        assert dispatcher.submit(make_alert(clock, key_id=f"k{n}"))
+    await mail.sent_at_least(3)
+    assert [a.key_id for a in mail.sent] == ["k0", "k1", "k2"]
+    assert dead.calls == 1 and dead.sent == []  # still stuck on the first
+    assert dispatcher.stats()["queued"] == 2  # the dead sink's two waiting deliveries
+    gate.set()
+    await dispatcher.close()
+    assert [a.key_id for a in dead.sent] == ["k0", "k1", "k2"]
+    assert dispatcher.stats()["delivered"] == 6 and dispatcher.stats()["dropped"] == 0
+
+
+async def test_a_sinks_full_backlog_drops_for_that_sink_only() -> None:
+    clock = FakeClock()
+    dead, mail = FakeSink("dead", gate=asyncio.Event()), Watched("mail")
+    dispatcher = AlertDispatcher(clock, queue_size=2)
+    dispatcher.set_sinks([dead, mail])
+    await dispatcher.start()
+    for n in range(5):  # one by one: the main queue never fills
+        assert dispatcher.submit(make_alert(clock, key_id=f"k{n}"))
+        await mail.sent_at_least(n + 1)
+    # the dead sink holds one in hand and two waiting; the last two had no room in its lane
+    assert dispatcher.stats()["dropped"] == 2 and len(mail.sent) == 5
+    async with asyncio.timeout(5):
+        await dispatcher.close(grace=0.05)
+    assert dispatcher.stats()["dropped"] == 4  # and the two it never got to, at close
+    assert dead.closed and mail.closed
+
+
 async def test_a_raising_callback_does_not_stop_the_worker() -> None:
     clock = FakeClock()
 

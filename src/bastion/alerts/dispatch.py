@@ -8,18 +8,22 @@ floods, and delivers each alert to every sink in the background with retries.
   (rule, key_id) were accepted in the last ``window_seconds`` (a sliding window).  When the
   queue is full the alert is dropped.  Times come from the injected clock; the tables are
   bounded so a flood of distinct keys cannot exhaust memory.
-- One worker takes alerts in order and sends each to every sink concurrently.  A sink's
-  retryable failure is tried again, up to ``attempts`` tries in all, after ``backoff_seconds``,
-  then twice that, and so on (the injected ``sleep`` waits).  A delivery calls ``on_delivered``
-  with the latency from the triggering request (``alert.time``) to the moment the sink's send
-  returned; a final failure calls ``on_failed`` and logs the sink's safe name and the reason.
+- One worker takes alerts in order and hands each to every sink's own **lane**: a bounded
+  queue with its own worker, so each sink gets alerts in order and a slow or dead sink delays
+  only itself (a webhook that times out on every try must not hold an e-mail back for
+  tens of seconds).  A sink's retryable failure is tried again, up to ``attempts`` tries in
+  all, after ``backoff_seconds``, then twice that, and so on (the injected ``sleep`` waits).
+  A delivery calls ``on_delivered`` with the latency from the triggering request
+  (``alert.time``) to the moment the sink's send returned; a final failure calls
+  ``on_failed`` and logs the sink's safe name and the reason.
 - :meth:`AlertDispatcher.send_now` delivers at once, bypassing suppression and the queue
   (``bastion alerts test``).
 
 Counters (:meth:`AlertDispatcher.stats`): ``submitted`` counts every call to ``submit``;
-``suppressed_duplicate``, ``suppressed_rate`` and ``dropped`` (queue full, closed, or left in
-the queue when the close grace ran out) are the ones not queued; ``delivered`` and ``failed``
-count deliveries to single sinks (one alert to three sinks counts three).
+``suppressed_duplicate``, ``suppressed_rate`` and ``dropped`` (queue full, or closed) are the
+ones not queued; ``delivered`` and ``failed`` count deliveries to single sinks (one alert to
+three sinks counts three), and so do the deliveries ``dropped`` because a sink's lane was full
+or still held them when the close grace ran out.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -94,6 +99,7 @@ class AlertDispatcher:
         self._on_failed = on_failed
         self._sleep = sleep
         self._sinks: tuple[Sink, ...] = ()
+        self._lanes: dict[int, _Lane] = {}  # id(sink) -> its lane, made as alerts reach it
         self._last_seen: dict[_DedupeKey, datetime] = {}
         self._recent: dict[_RateKey, deque[datetime]] = {}
         self._counts = dict.fromkeys(_COUNTERS, 0)
@@ -116,17 +122,24 @@ class AlertDispatcher:
         self._sinks = new
         if not removed:
             return
+        lanes = [lane for s in removed if (lane := self._lanes.pop(id(s), None)) is not None]
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop: nothing of theirs is open (sessions are made inside the loop)
-        task = loop.create_task(_close_all(removed))
+        task = loop.create_task(self._retire(removed, lanes))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def _retire(self, sinks: Sequence[Sink], lanes: Sequence[_Lane], grace: float = 5.0) -> None:
+        """A removed sink: what its lane holds is still sent (within ``grace``), then it is closed."""
+        await self._stop_lanes(lanes, grace)
+        await _close_all(sinks)
+
     def stats(self) -> dict[str, int]:
         """The counters (see the module docstring) and ``queued``, the alerts now waiting."""
-        return {**self._counts, "queued": self._queue.qsize()}
+        waiting = self._queue.qsize() + sum(lane.queue.qsize() for lane in self._lanes.values())
+        return {**self._counts, "queued": waiting}
 
     # --- the request path -------------------------------------------------------------------
 
@@ -205,11 +218,13 @@ class AlertDispatcher:
         """Stop taking alerts, deliver what is queued within ``grace`` seconds (the rest is
         dropped and counted), stop the worker and close every sink."""
         self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         worker = self._worker
         if worker is not None and not worker.done():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
-                    await self._queue.join()
+                    await self._queue.join()  # every queued alert handed to its lanes
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
@@ -219,6 +234,9 @@ class AlertDispatcher:
             self._queue.get_nowait()
             self._queue.task_done()
             left += 1
+        lanes = list(self._lanes.values())
+        self._lanes.clear()
+        left += await self._stop_lanes(lanes, max(0.0, deadline - loop.time()))
         self._counts["dropped"] += left
         if left:
             log.warning("alerts dropped at close", count=left)
@@ -226,16 +244,60 @@ class AlertDispatcher:
             await asyncio.gather(*self._background, return_exceptions=True)
         await _close_all(self._sinks)
 
+    async def _stop_lanes(self, lanes: Sequence[_Lane], grace: float) -> int:
+        """Let ``lanes`` send what they hold for up to ``grace`` seconds, then stop them; how
+        many deliveries were left undone (counted as dropped)."""
+        if not lanes:
+            return 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*(lane.queue.join() for lane in lanes))
+        left = 0
+        for lane in lanes:
+            lane.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lane.worker
+            while not lane.queue.empty():
+                lane.queue.get_nowait()
+                left += 1
+        return left
+
     async def _run(self) -> None:
         while True:
             alert = await self._queue.get()
             try:
-                sinks = self._sinks
-                await asyncio.gather(*(self._deliver(alert, sink) for sink in sinks))
+                for sink in self._sinks:
+                    self._hand(alert, sink)
             except Exception:  # never let one alert stop the worker
-                log.exception("alert delivery crashed", rule=alert.rule)
+                log.exception("alert hand-off crashed", rule=alert.rule)
             finally:
                 self._queue.task_done()
+
+    def _hand(self, alert: Alert, sink: Sink) -> None:
+        """Into the sink's lane; a lane full of what a dead sink could not send drops it."""
+        lane = self._lanes.get(id(sink))
+        if lane is None:
+            queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=self._queue.maxsize)
+            worker = asyncio.get_running_loop().create_task(
+                self._drive(sink, queue), name=f"bastion-alerts-{_safe_name(sink)}"
+            )
+            lane = self._lanes[id(sink)] = _Lane(queue, worker)
+        try:
+            lane.queue.put_nowait(alert)
+        except asyncio.QueueFull:
+            self._counts["dropped"] += 1
+            log.warning("alert dropped: sink backlog full", sink=_safe_name(sink), rule=alert.rule)
+
+    async def _drive(self, sink: Sink, queue: asyncio.Queue[Alert]) -> None:
+        """One sink's lane: its alerts in order, each with its retries."""
+        while True:
+            alert = await queue.get()
+            try:
+                await self._deliver(alert, sink)
+            except Exception:  # never let one alert stop the lane
+                log.exception("alert delivery crashed", rule=alert.rule)
+            finally:
+                queue.task_done()
 
     async def send_now(self, alert: Alert) -> list[tuple[str, str | None]]:
         """Send ``alert`` to every sink now, with the same retries; (sink name, error or None)
@@ -269,6 +331,12 @@ class AlertDispatcher:
         log.warning("alert delivery failed", sink=name, rule=alert.rule, key_id=alert.key_id, reason=reason)
         _call(self._on_failed, alert, name, reason)
         return name, reason
+
+
+@dataclass(slots=True)
+class _Lane:
+    queue: asyncio.Queue[Alert]
+    worker: asyncio.Task[None]
 
 
 def _safe_name(sink: Sink) -> str:
