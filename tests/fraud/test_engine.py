@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -492,6 +493,36 @@ def test_the_models_share_adds_to_the_rules_points() -> None:
     assert found.score == pytest.approx(S.new_address_points + S.model_weight)
     assert found.action is Action.ALERT
     assert found.facts()["model_score"] == 1.0
+
+
+def test_the_real_models_share_adds_to_the_rules_points() -> None:
+    """With river's model, not a stub: a key's usual stream learned, then an order far larger
+    than usual sent at once is held by the rules, and the model's share adds to their points."""
+    engine = FraudEngine(S)
+    rng = random.Random(3)
+    t = 0.0
+    for i in range(200):  # every ~10 s, about one unit, just inside the touch, filled
+        t += rng.uniform(8, 12)
+        side = Side.BUY if rng.random() < 0.5 else Side.SELL
+        usual = facts(
+            side, "99.9" if side is Side.BUY else "100.1", quantity=str(round(rng.uniform(0.8, 1.25), 2))
+        )
+        place(engine, f"c{i}", usual, now=at(t), assessment=assess(engine, usual, now=at(t)))
+        engine.on_venue_order(
+            "a1", report(f"c{i}", OrderStatus.FILLED, order=usual, filled="1", updated=at(t + 1))
+        )
+    assert engine.baselines.learn_pending(10_000) == 200
+    calm = assess(engine, facts(Side.BUY, "99.9"), now=at(t + 10))
+    assert (
+        calm.action is Action.ALLOW and calm.model_score is not None and calm.model_score < S.model_threshold
+    )
+    odd = assess(engine, facts(Side.BUY, None, quantity="100"), now=at(t + 0.01))
+    assert [s.rule for s in odd.signals] == [rules.SIZE, rules.MODEL]
+    model = odd.signals[-1]
+    assert odd.model_score is not None and odd.model_score >= S.model_threshold
+    assert 0 < model.points <= S.model_weight
+    assert odd.score == pytest.approx(S.notional_points + model.points)
+    assert odd.action is decide(odd.score, Kind.ORDER, S) is Action.HOLD
 
 
 # -- Assessment --------------------------------------------------------------------------------------------

@@ -130,3 +130,30 @@ def test_a_far_larger_order_scores_higher_than_one_at_the_edge_of_the_usual() ->
     edge = model.score("k1", features(125.0, 100.0, 0.0, 10.0, buy=True))
     huge = model.score("k1", features(1e8, 100.0, 0.0, 10.0, buy=True))
     assert edge is not None and huge is not None and huge > edge
+
+
+def test_the_real_model_crosses_the_threshold_only_for_orders_strange_on_several_counts() -> None:
+    """Not a stub: river's trees, learned on a key's usual stream, put an order that is far
+    off on size, price and timing at once above ``model_threshold`` (so it earns points);
+    none of 500 usual orders, and no order odd on one count alone, gets there."""
+    from bastion.config import FraudSettings
+    from bastion.fraud.rules import model_points
+
+    s = FraudSettings()
+    model, rng = learned(300)
+    usual = [model.score("k1", typical(rng)) for _ in range(500)]
+    assert all(x is not None and x < s.model_threshold for x in usual)
+    assert all(model_points(x, s) is None for x in usual)
+    for one_count in (
+        features(100_000.0, 100.0, 0.0, 10.0, buy=True),  # size alone
+        features(100.0, 100.0, 3_000.0, 10.0, buy=True),  # price alone
+        features(100.0, 100.0, 0.0, 0.01, buy=True),  # timing alone
+    ):
+        score = model.score("k1", one_count)
+        assert score is not None and score < s.model_threshold
+    several = model.score("k1", features(10_000.0, 100.0, 2_000.0, 0.01, buy=True))
+    assert several is not None and several >= s.model_threshold
+    found = model_points(several, s)
+    assert found is not None and 0 < found.points <= s.model_weight
+    strangest = model.score("k1", outlier())
+    assert strangest is not None and strangest > several
