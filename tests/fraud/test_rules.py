@@ -32,6 +32,7 @@ def facts(
     liquidity: str | None = None,
     notional: str = "100",
     symbol: str = "X-USD",
+    touch: str | None = None,
 ) -> OrderFacts:
     return OrderFacts(
         symbol=symbol,
@@ -41,6 +42,7 @@ def facts(
         notional=D(notional),
         reference=D(reference),
         liquidity=None if liquidity is None else D(liquidity),
+        touch=None if touch is None else D(touch),
     )
 
 
@@ -208,10 +210,21 @@ def test_the_passive_side_never_fires(side: Side) -> None:
     assert rules.price_deviation(order, S) is None
 
 
-def test_market_orders_never_fire() -> None:
-    order = facts(Side.BUY, None, reference="100")
-    assert order.deviation_bps == 0.0
-    assert rules.price_deviation(order, S) is None
+def test_market_orders_are_measured_at_the_touch() -> None:
+    # a market buy pays the ask: an ordinary spread is nothing, a pumped thin book is
+    assert facts(Side.BUY, None, reference="100", touch="100.05").deviation_bps == pytest.approx(5.0)
+    assert rules.price_deviation(facts(Side.BUY, None, reference="100", touch="100.05"), S) is None
+    assert rules.price_deviation(facts(Side.BUY, None, reference="100", touch="104.99"), S) is None
+    alert = rules.price_deviation(facts(Side.BUY, None, reference="100", touch="105"), S)
+    assert alert is not None and alert.points == S.price_alert_points
+    far = rules.price_deviation(facts(Side.BUY, None, reference="100", touch="150"), S)
+    assert far is not None and far.points == S.price_far_points
+    # a market sell takes the bid: far below the reference is its aggressive side
+    dumped = rules.price_deviation(facts(Side.SELL, None, reference="100", touch="70"), S)
+    assert dumped is not None and dumped.points == S.price_far_points
+    assert rules.price_deviation(facts(Side.SELL, None, reference="100", touch="130"), S) is None
+    # no touch known: nothing to measure
+    assert facts(Side.BUY, None, reference="100").deviation_bps == 0.0
 
 
 def test_no_reference_price_means_no_deviation() -> None:

@@ -44,6 +44,7 @@ class Market:
     def __init__(self, clock: FakeClock) -> None:
         self._clock = clock
         self.depth: dict[str, Decimal | None] = {"X-USD": None, "THIN-USD": D(5_000)}
+        self.asks: dict[str, Decimal] = {}  # a symbol's ask, when it is not 100.01
 
     def instrument(self, symbol: str) -> Instrument | None:
         if symbol not in self.depth:
@@ -54,7 +55,7 @@ class Market:
     def quote(self, symbol: str) -> Ticker | None:
         if symbol not in self.depth:
             return None
-        return Ticker(symbol, D("99.99"), D("100.01"), D("100"), self._clock.now())
+        return Ticker(symbol, D("99.99"), self.asks.get(symbol, D("100.01")), D("100"), self._clock.now())
 
     def liquidity(self, symbol: str) -> Decimal | None:
         return self.depth.get(symbol)
@@ -70,10 +71,11 @@ class Rig:
         self.alerts: list[Alert] = []
         self.halts: list[tuple[str, str]] = []
         self.decisions: list[Assessment] = []
+        self.market = Market(self.clock)
         self.stage = FraudCheck(
             self.engine,
             self.memory,
-            Market(self.clock),
+            self.market,
             self.clock,
             alert=self._alert,
             halt=lambda key_id, reason: self.halts.append((key_id, reason)),
@@ -181,6 +183,23 @@ async def test_a_keys_second_network_is_alerted_citing_the_ledger_entry() -> Non
     assert "10.0.1.0/24" not in key_seen.networks
     _, again = await rig.place(order_body("c3", quantity="2"), ip="10.0.1.1")  # not a repeat of c2
     assert fraud(again)["action"] == "alert" and len(rig.alerts) == 2
+
+
+async def test_a_stolen_key_market_buying_a_pumped_thin_coin_is_refused() -> None:
+    """The 3Commas pattern with a market order: the thief's own asks stand 50 % above the last
+    trade, so the market buy is measured at that touch, not waved through as priceless."""
+    rig = Rig()
+    await rig.place(order_body("c1"))  # the key's normal life, from its home network
+    market = rig.market
+    market.asks["THIN-USD"] = D("150")
+    verdict, ctx = await rig.place(order_body("p1", symbol="THIN-USD", type="market", price=None), ip=AWAY)
+    assert denied(verdict, ErrorCode.SUSPICIOUS_ACTIVITY)
+    assert rules_of(ctx) == ["new_network", "illiquid_symbol", "price_deviation"]
+    assert fraud(ctx)["score"] == pytest.approx(S.new_network_points + S.illiquid_points + S.price_far_points)
+    # the same market order at an ordinary touch is only alerted (new network, thin market)
+    market.asks["THIN-USD"] = D("100.01")
+    calm, cctx = await rig.place(order_body("p2", symbol="THIN-USD", type="market", price=None), ip=AWAY)
+    assert calm == ALLOW and rules_of(cctx) == ["new_network", "illiquid_symbol"]
 
 
 async def test_an_alert_that_cannot_be_queued_costs_the_request_nothing() -> None:

@@ -67,10 +67,13 @@ class OrderFacts:
 
     @property
     def deviation_bps(self) -> float:
-        """How far an aggressive price is beyond the reference (negative: passive side)."""
-        if self.price is None or self.reference <= 0:
+        """How far an aggressive price is beyond the reference (negative: passive side).  A
+        market order is measured at the touch it takes first: in a thin market a thief has
+        pumped, the ask itself stands far above the last trade."""
+        price = self.price if self.price is not None else self.touch
+        if price is None or self.reference <= 0:
             return 0.0
-        beyond = self.price - self.reference if self.side is Side.BUY else self.reference - self.price
+        beyond = price - self.reference if self.side is Side.BUY else self.reference - price
         return float(beyond * 10_000 / self.reference)
 
 
@@ -116,7 +119,8 @@ def illiquid_symbol(order: OrderFacts, window: SymbolWindow, s: FraudSettings) -
 
 
 def price_deviation(order: OrderFacts, s: FraudSettings) -> Signal | None:
-    """An aggressive limit price far beyond the reference (fat finger, or buying a pump)."""
+    """An aggressive price far beyond the reference (fat finger, or buying a pump): a limit
+    order's limit, a market order's touch."""
     bps = order.deviation_bps
     if bps >= s.price_far_bps:
         points = s.price_far_points
