@@ -57,8 +57,9 @@ def alerts_add(
         if smtp is None:
             cli._fail("--email needs --smtp HOST:PORT", as_json)
         host, _, port_text = smtp.rpartition(":")
-        if not host or not port_text.isdigit():
-            cli._fail("--smtp takes HOST:PORT", as_json)
+        # ASCII digits only: str.isdigit() also takes '²', which int() then refuses
+        if not host or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+            cli._fail("--smtp takes HOST:PORT (a port 1-65535)", as_json)
         config = SinkConfig(kind="email", host=host.strip("[]"), port=int(port_text), to=email, sender=sender)
     elif webhook is not None:
         config = SinkConfig(kind="webhook", url=webhook)
