@@ -369,6 +369,11 @@ def test_revoking_a_key_and_the_kill_switch_alert_the_operators(rig: Rig) -> Non
 
 def test_metrics_are_prometheus_text_and_only_for_allowed_scrapers(rig: Rig) -> None:
     gateway = rig.gateway
+    bid = Decimal(ticker(gateway, "GOOG")["bid"])
+    resting = _order(gateway, "GOOG", "buy", on_tick(bid * Decimal("0.9"), "0.01", up=False))
+    placed = gateway.call("outsider", "POST", "/v1/orders", resting)
+    assert placed.status == 201 and placed.body["status"] == "new", placed.body
+    assert gateway.call("outsider", "DELETE", f"/v1/orders/{placed.body['id']}").status == 200
     response = gateway.raw("GET", "/metrics", source="127.0.0.1")
     assert response.status == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -406,6 +411,24 @@ def test_metrics_are_prometheus_text_and_only_for_allowed_scrapers(rig: Rig) -> 
         if s.name == "bastion_alerts_total" and s.labels["outcome"] == "delivered"
     ]
     assert delivered and sum(s.value for s in delivered) >= 2  # webhook and e-mail
+    by_rule = {s.labels["rule"] for s in delivered}
+    # (key.revoked left from the CLI process, which has metrics of its own)
+    assert {"fraud.price_deviation", "fraud.probing", "fraud.self_match", "killswitch.on"} <= by_rule, by_rule
+    decisions = {
+        s.labels["action"]: s.value
+        for s in families["bastion_fraud_decisions"].samples
+        if s.name == "bastion_fraud_decisions_total"
+    }
+    # the stolen key's halt, the prober's (in the log phase), the held order, many allows
+    assert decisions["halt"] >= 2 and decisions["hold"] >= 1 and decisions["allow"] >= 5, decisions
+    assert rules["probing"] >= 1 and rules["price_deviation"] >= 1
+    orders = {
+        s.labels["event"]: s.value for s in families["bastion_orders"].samples if s.name.endswith("_total")
+    }
+    assert orders["placed"] >= 5 and orders["filled"] >= 1 and orders["canceled"] >= 1, orders
+    assert (
+        next(s.value for s in families["bastion_cancels"].samples if s.name == "bastion_cancels_total") >= 1
+    )
     latency = families["bastion_alert_latency_seconds"]
     assert any(s.name.endswith("_count") and s.value >= 1 for s in latency.samples)
     # Another address than the configured scrapers: as if the route did not exist.

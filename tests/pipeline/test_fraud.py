@@ -474,8 +474,9 @@ async def test_denials_of_a_key_are_probing_alerted_then_halted() -> None:
     ctx = await rig.ctx(None, route="get_account")
     for i in range(1, S.probe_denials):
         assert observe(rig, ctx, denial(), i) is None  # below the threshold nothing is decided
-    assert rig.alerts == [] and rig.halts == []
+    assert rig.alerts == [] and rig.halts == [] and rig.decisions == []
     decided = observe(rig, ctx, denial(ErrorCode.NOT_FOUND), 100)
+    assert [(d.action, [x.rule for x in d.signals]) for d in rig.decisions] == [(Action.ALERT, ["probing"])]
     # the decision is in the denial's own entry, and the alert cites that entry
     assert decided is not None
     assert (decided["action"], decided["denials"], decided["score"]) == (

@@ -356,7 +356,10 @@ class FraudCheck:
         halting = count >= s.probe_halt_denials
         action = Action.HALT if halting else Action.ALERT
         signal = Signal(PROBING, s.probe_points, f"{count} denials in {s.probe_window_seconds:g} s")
-        ctx.outcome["fraud"] = Assessment(action, signal.points, (signal,)).facts() | {"denials": count}
+        decision = Assessment(action, signal.points, (signal,))
+        ctx.outcome["fraud"] = decision.facts() | {"denials": count}
+        if self._on_decision is not None:
+            self._on_decision(decision)
         if halting:
             self._halt_key(principal.key_id, signal.reason)
         submit = self._alert
