@@ -1324,7 +1324,9 @@ def rows(sim: Sim, receiver: Receiver) -> list[Row]:
             Row(
                 ep.name,
                 ep.victim,
-                bool(flagged),
+                # detected: one of the malicious requests themselves was flagged or blocked
+                # (a flag on the episode's genuine orders alone does not count)
+                any(r.flagged or r.outcome in BLOCKED for r in mal),
                 first,
                 len(mal),
                 len(blocked),

@@ -212,7 +212,7 @@ def test_points_of_several_rules_add_up() -> None:
     found = assess(engine, thief, address="198.51.100.7", key_seen=known(ADDRESS))
     assert [s.rule for s in found.signals] == [rules.NEW_NETWORK, rules.ILLIQUID, rules.PRICE]
     assert found.score == pytest.approx(S.new_network_points + S.illiquid_points + S.price_far_points)
-    assert found.action is Action.DENY  # 2.1 with the defaults
+    assert found.action is Action.DENY  # 1.85 with the defaults
     # the same minutes after the key was created (or rotated): past halt_at
     fresh = assess(engine, thief, address="198.51.100.7", key_seen=known(ADDRESS), created_at=T0)
     assert fresh.score == pytest.approx(2.6)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 N_TREES = 5
 HEIGHT = 6
@@ -34,22 +34,34 @@ class Features:
     new_symbol: bool
     buy: bool
     market: bool
+    _unit: dict[str, float] = field(init=False, repr=False, compare=False)
 
-    def as_dict(self) -> dict[str, float]:
-        """The features in [0, 1]: size over ±3 decades around the usual, deviation over
-        ±5,000 bps, the gap over 1 ms to 3 hours (log)."""
-        return {
-            "size": _unit(self.size, -3.0, 3.0),
-            "deviation": _unit(self.deviation_bps, -5_000.0, 5_000.0),
-            "gap": _unit(self.gap, -3.0, 4.0),
+    def __post_init__(self) -> None:
+        # computed once: the order is scored now and learned from later
+        unit = {
+            "size": _scaled(self.size, -3.0, 3.0),
+            "deviation": _scaled(self.deviation_bps, -5_000.0, 5_000.0),
+            "gap": _scaled(self.gap, -3.0, 4.0),
             "new_symbol": 1.0 if self.new_symbol else 0.0,
             "buy": 1.0 if self.buy else 0.0,
             "market": 1.0 if self.market else 0.0,
         }
+        object.__setattr__(self, "_unit", unit)
+
+    def as_dict(self) -> dict[str, float]:
+        """The features in [0, 1]: size over ±3 decades around the usual, deviation over
+        ±5,000 bps, the gap over 1 ms to 3 hours (log).  A copy: the model reads it, a
+        caller may change it."""
+        return dict(self._unit)
+
+    def unit(self) -> dict[str, float]:
+        """The same, shared: for the model, which only reads it."""
+        return self._unit
 
 
-def _unit(value: float, low: float, high: float) -> float:
-    return min(max((value - low) / (high - low), 0.0), 1.0)
+def _scaled(value: float, low: float, high: float) -> float:
+    x = (value - low) / (high - low)
+    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
 
 
 def features(
@@ -92,10 +104,10 @@ class Baselines:
         model = self._models.get(key_id)
         if model is None or model.learned < self._warmup:
             return None
-        return float(model.pipeline.score_one(x.as_dict()))  # type: ignore[no-untyped-call]
+        return float(model.pipeline.score_one(x.unit()))  # type: ignore[no-untyped-call]
 
     def learn_later(self, key_id: str, x: Features) -> None:
-        self._pending.append((key_id, x.as_dict()))
+        self._pending.append((key_id, x.unit()))
 
     def learn_pending(self, limit: int = 1_000) -> int:
         """Learn up to ``limit`` queued orders; how many were learned."""

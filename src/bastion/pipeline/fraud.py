@@ -75,7 +75,7 @@ class FraudMarket(Protocol):
     def quote(self, symbol: str) -> Ticker | None: ...
 
     def liquidity(self, symbol: str) -> Decimal | None:
-        """Depth at the top of the book in the quote currency, or None when unknown."""
+        """A typical 24-hour volume in the quote currency (the venue's figure), or None when unknown."""
         ...
 
 
