@@ -326,7 +326,7 @@ def test_repeated_denials_of_one_key_alert_then_halt_it(rig: Rig) -> None:
     assert (alert["action"], alert["key_id"]) == ("alert", gateway.keys["prober"].key_id)
     cited = gateway.ledger_entries()[alert["ledger_index"]]["data"]
     assert (cited["verdict"], cited["code"]) == ("deny", "NOT_FOUND")
-    decision = cited["outcome"]["fraud"]
+    decision = cited["outcome"]["probing"]
     assert (decision["action"], decision["denials"]) == ("alert", 8)
     assert [r["rule"] for r in decision["rules"]] == ["probing"]
     refused = gateway.call("prober", "POST", "/v1/orders", _order(gateway, "GOOG", "sell", None))
@@ -341,11 +341,11 @@ def test_repeated_denials_of_one_key_alert_then_halt_it(rig: Rig) -> None:
         )
     )
     halts = [
-        e["data"]["outcome"]["fraud"]
+        e["data"]["outcome"]["probing"]
         for e in gateway.ledger_entries()
         if e["kind"] == "request"
         and e["data"].get("key_id") == gateway.keys["prober"].key_id
-        and e["data"].get("outcome", {}).get("fraud", {}).get("action") == "halt"
+        and e["data"].get("outcome", {}).get("probing", {}).get("action") == "halt"
     ]
     assert halts and halts[0]["denials"] == 20
 

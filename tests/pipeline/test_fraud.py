@@ -459,12 +459,12 @@ def denial(code: ErrorCode = ErrorCode.FORBIDDEN) -> Deny:
 def observe(rig: Rig, ctx: RequestContext, verdict: Verdict, index: int) -> dict[str, Any] | None:
     """What the pipeline does: observe before the entry, then call back with its index; the
     decision the entry would record (None when nothing was decided)."""
-    ctx.outcome.pop("fraud", None)
+    ctx.outcome.pop("probing", None)
     ctx.recorded.clear()
     rig.stage.observe(ctx, verdict)
     for recorded in ctx.recorded:
         recorded(index)
-    found = ctx.outcome.get("fraud")
+    found = ctx.outcome.get("probing")
     assert found is None or isinstance(found, dict)
     return found
 
@@ -503,6 +503,19 @@ async def test_denials_of_a_key_are_probing_alerted_then_halted() -> None:
     observe(rig, ctx, denial(), 201)
     assert len(rig.halts) == 1  # not again within the quiet period
     assert len(rig.alerts) == 3
+
+
+async def test_a_probing_decision_on_a_request_the_stage_judged_keeps_the_stages_decision() -> None:
+    """A cancel the stage allowed, then refused by forward (another account's order id): the
+    entry holds both the stage's decision and the probing one."""
+    rig = Rig()
+    for i in range(S.probe_denials):
+        verdict, ctx = await rig.send(None, route="cancel_order")
+        assert verdict == ALLOW
+        judged = fraud(ctx)
+        decided = observe(rig, ctx, denial(ErrorCode.NOT_FOUND), i)
+        assert fraud(ctx) == judged  # untouched
+    assert decided is not None and decided["action"] == "alert"
 
 
 async def test_gateway_trouble_is_not_probing() -> None:

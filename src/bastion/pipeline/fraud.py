@@ -343,7 +343,7 @@ class FraudCheck:
         """Repeated denials of one key are probing: an alert at ``probe_denials``, a halt at
         ``probe_halt_denials``.  Runs before the request's entry is built, so each decision
         (its action, points and count) is recorded in the entry of the denial that made it,
-        and the alert cites that entry."""
+        as ``outcome.probing``, and the alert cites that entry."""
         principal = ctx.principal
         if principal is None or not isinstance(verdict, Deny) or verdict.code not in PROBE_CODES:
             return
@@ -357,7 +357,8 @@ class FraudCheck:
         action = Action.HALT if halting else Action.ALERT
         signal = Signal(PROBING, s.probe_points, f"{count} denials in {s.probe_window_seconds:g} s")
         decision = Assessment(action, signal.points, (signal,))
-        ctx.outcome["fraud"] = decision.facts() | {"denials": count}
+        # its own member: a denial after the stage ran (forward's 404) keeps the stage's decision
+        ctx.outcome["probing"] = decision.facts() | {"denials": count}
         if self._on_decision is not None:
             self._on_decision(decision)
         if halting:
