@@ -24,7 +24,7 @@ from bastion.crypto.httpsig import sign_request
 from bastion.crypto.keys import load_ed25519_private
 from bastion.tls import client_context
 
-__all__ = ["BastionAPIError", "BastionClient"]
+__all__ = ["BastionAPIError", "BastionClient", "BastionConnectionError"]
 
 
 class BastionAPIError(Exception):
@@ -38,6 +38,13 @@ class BastionAPIError(Exception):
         self.message = message
         self.request_id = request_id
         self.reason = reason
+
+
+class BastionConnectionError(ConnectionError):
+    """The connection failed, or the answer was cut off before it was complete (the server
+    stopped mid-answer).  Whether a write took effect is unknown: send the same request again
+    with the same ``client_order_id`` (an order is placed once, however often it is sent) or
+    look the order up.  An ``OSError``, like every other connection failure."""
 
 
 class BastionClient:
@@ -137,11 +144,25 @@ class BastionClient:
                     response = conn.getresponse()
                     data = response.read()
                     break
-                except (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest):
+                except (
+                    ConnectionError,
+                    http.client.RemoteDisconnected,
+                    http.client.CannotSendRequest,
+                ) as exc:
                     self._conn = None
                     conn.close()
                     if attempt == 2:
-                        raise
+                        raise BastionConnectionError(
+                            f"{method} {path}: the connection failed ({type(exc).__name__}); "
+                            "retry with the same client_order_id, or look the order up"
+                        ) from exc
+                except http.client.HTTPException as exc:  # an answer cut short or garbled
+                    self._conn = None
+                    conn.close()
+                    raise BastionConnectionError(
+                        f"the answer to {method} {path} was incomplete ({type(exc).__name__}); "
+                        "retry with the same client_order_id, or look the order up"
+                    ) from exc
         payload = json.loads(data) if data else None
         if response.status >= 400:
             error = (payload or {}).get("error", {}) if isinstance(payload, dict) else {}
