@@ -15,6 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from bastion.config import FraudSettings
+from bastion.domain.money import ZERO
 from bastion.domain.orders import OrderRequest, OrderType, VenueOrder
 from bastion.fraud import rules
 from bastion.fraud.activity import KeyActivity, OwnerBook, Resting
@@ -201,13 +202,7 @@ class FraudEngine:
         if not assessment.signals:  # a clean order teaches the key's usual peak
             window = self.settings.burst_window_seconds
             activity.learn_peak(activity.burst(stamp, window)[0], stamp, window)
-        signature = signature_of(request)
-        self._orders[(account, request.client_order_id)] = _Tracked(
-            key_id, owner, request.symbol, stamp, signature
-        )
-        if request.type is OrderType.LIMIT:
-            resting = Resting(account, request.client_order_id, request.side, request.price, request.type)
-            self.owners.add(owner, request.symbol, resting)
+        self._track(key_id, account, owner, request, stamp, ZERO)
         if assessment.features is not None and assessment.action is Action.ALLOW:
             self.baselines.learn_later(key_id, assessment.features)
 
@@ -219,14 +214,19 @@ class FraudEngine:
         owner: str,
         request: OrderRequest,
         placed_at: datetime,
-        filled: Decimal = Decimal(0),
+        filled: Decimal = ZERO,
     ) -> None:
         """An order stored open (or never confirmed) before this process started: tracked, and
         a limit order back in its owner's book, so self-match prevention sees what rests from
         before a restart.  Not learned from, and not counted in the key's windows again."""
-        signature = signature_of(request)
+        self._track(key_id, account, owner, request, placed_at.timestamp(), filled)
+
+    def _track(
+        self, key_id: str, account: str, owner: str, request: OrderRequest, placed_at: float, filled: Decimal
+    ) -> None:
+        """Tracked until the venue reports it closed; a limit order rests in its owner's book."""
         self._orders[(account, request.client_order_id)] = _Tracked(
-            key_id, owner, request.symbol, placed_at.timestamp(), signature, filled
+            key_id, owner, request.symbol, placed_at, signature_of(request), filled
         )
         if request.type is OrderType.LIMIT:
             resting = Resting(account, request.client_order_id, request.side, request.price, request.type)

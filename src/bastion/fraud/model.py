@@ -50,12 +50,8 @@ class Features:
 
     def as_dict(self) -> dict[str, float]:
         """The features in [0, 1]: size over ±3 decades around the usual, deviation over
-        ±5,000 bps, the gap over 1 ms to 3 hours (log).  A copy: the model reads it, a
-        caller may change it."""
-        return dict(self._unit)
-
-    def unit(self) -> dict[str, float]:
-        """The same, shared: for the model, which only reads it."""
+        ±5,000 bps, the gap over 1 ms to 3 hours (log).  Shared, not copied (the model only
+        reads it): do not change it."""
         return self._unit
 
 
@@ -104,10 +100,10 @@ class Baselines:
         model = self._models.get(key_id)
         if model is None or model.learned < self._warmup:
             return None
-        return float(model.pipeline.score_one(x.unit()))  # type: ignore[no-untyped-call]
+        return float(model.pipeline.score_one(x.as_dict()))  # type: ignore[no-untyped-call]
 
     def learn_later(self, key_id: str, x: Features) -> None:
-        self._pending.append((key_id, x.unit()))
+        self._pending.append((key_id, x.as_dict()))
 
     def learn_pending(self, limit: int = 1_000) -> int:
         """Learn up to ``limit`` queued orders; how many were learned."""

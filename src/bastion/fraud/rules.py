@@ -70,7 +70,7 @@ class OrderFacts:
         """How far an aggressive price is beyond the reference (negative: passive side).  A
         market order is measured at the touch it takes first: in a thin market a thief has
         pumped, the ask itself stands far above the last trade."""
-        price = self.price if self.price is not None else self.touch
+        price = self.reach
         if price is None or self.reference <= 0:
             return 0.0
         beyond = price - self.reference if self.side is Side.BUY else self.reference - price
